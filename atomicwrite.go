@@ -1,0 +1,208 @@
+package filestore
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+)
+
+// Write protocol, for a record named h in shard directory d:
+//
+//  1. create d/.tmp-h-<random> with O_EXCL|O_NOFOLLOW, mode 0600
+//  2. write the whole record
+//  3. fsync the file                 (skipped with NoSync)
+//  4. close it
+//  5. rename it over d/h
+//  6. fsync d                        (skipped with NoSync)
+//
+// A failure in steps 1-4 removes the temp file and returns the error; in
+// particular a failed fsync is never followed by a rename, since after one
+// the kernel may already have dropped the dirty pages (fsyncgate). A reader
+// opening d/h at any moment gets the old record or the new one, never a mix,
+// because rename(2) swaps the name atomically. Without step 3 a crash could
+// leave a renamed but empty file (ext4 delayed allocation); without step 6
+// the rename itself might not survive a crash.
+//
+// The writer holds the record's stripe lock throughout, so a temp file for
+// h that the sweeper finds while holding that lock belongs to a writer that
+// died, and may be removed.
+
+// Hook points, in protocol order. Tests set Store.hook to observe or kill
+// the process at each step.
+const (
+	hookTempCreated = "temp-created"
+	hookWritten     = "written"
+	hookSynced      = "synced"
+	hookClosed      = "closed"
+	hookRenamed     = "renamed"
+	hookDirSynced   = "dir-synced"
+	hookUnlinked    = "unlinked"
+)
+
+func (s *Store) at(point string) {
+	if s.hook != nil {
+		s.hook(point)
+	}
+}
+
+const (
+	fileMode = 0o600
+	dirMode  = 0o700
+	// createFlags never follows a planted symlink and never reuses a name.
+	createFlags = os.O_WRONLY | os.O_CREATE | os.O_EXCL | noFollow
+)
+
+// writeTemp writes b to a new temp file in dir whose name starts with
+// prefix, syncs it unless NoSync is set, closes it and returns its path.
+// On failure it removes the temp file and returns the error.
+func (s *Store) writeTemp(dir, prefix string, b []byte) (string, error) {
+	var (
+		f    file
+		path string
+		err  error
+	)
+	for range 8 {
+		path = filepath.Join(dir, prefix+strconv.FormatUint(rand.Uint64(), 36))
+		f, err = s.fs.OpenFile(path, createFlags, fileMode)
+		if !errors.Is(err, fs.ErrExist) {
+			break
+		}
+	}
+	if err != nil {
+		return "", err
+	}
+	s.at(hookTempCreated)
+	if err := s.fillTemp(f, b); err != nil {
+		_ = f.Close()         // error deliberately ignored: already failing
+		_ = s.fs.Remove(path) // error deliberately ignored: already failing
+		return "", err
+	}
+	if err := f.Close(); err != nil {
+		_ = s.fs.Remove(path) // error deliberately ignored: already failing
+		return "", err
+	}
+	s.at(hookClosed)
+	return path, nil
+}
+
+// fillTemp sets the temp file's mode, writes b and syncs.
+func (s *Store) fillTemp(f file, b []byte) error {
+	// The umask may have trimmed the mode given to open; records are
+	// exactly 0600 whatever it is.
+	if s.fixModes {
+		if err := f.Chmod(fileMode); err != nil {
+			return err
+		}
+	}
+	if _, err := f.Write(b); err != nil {
+		return err
+	}
+	s.at(hookWritten)
+	if !s.opts.NoSync {
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		s.at(hookSynced)
+	}
+	return nil
+}
+
+// replaceLocked atomically replaces the record named hex in dir with b,
+// creating the shard directories if needed. The record's stripe lock must
+// be held.
+func (s *Store) replaceLocked(dir, hex string, b []byte) error {
+	prefix := tempPrefix + hex + "-"
+	tmp, err := s.writeTemp(dir, prefix, b)
+	if errors.Is(err, fs.ErrNotExist) {
+		// First record in this shard: create the shard directories, once.
+		// They are never removed, so no writer races a pruner.
+		if err = s.mkdirAll(dir); err == nil {
+			tmp, err = s.writeTemp(dir, prefix, b)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if err := s.fs.Rename(tmp, filepath.Join(dir, hex)); err != nil {
+		_ = s.fs.Remove(tmp) // error deliberately ignored: already failing
+		return fmt.Errorf("write: %w", err)
+	}
+	s.at(hookRenamed)
+	if err := s.syncDir(dir); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	s.at(hookDirSynced)
+	return nil
+}
+
+// removeLocked unlinks the record named hex in dir and syncs dir, so that a
+// deleted session (a logout) cannot come back after a crash. It reports
+// whether there was a record. The record's stripe lock must be held.
+func (s *Store) removeLocked(dir, hex string) (bool, error) {
+	err := s.fs.Remove(filepath.Join(dir, hex))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("delete: %w", err)
+	}
+	s.at(hookUnlinked)
+	if err := s.syncDir(dir); err != nil {
+		return true, fmt.Errorf("delete: %w", err)
+	}
+	s.at(hookDirSynced)
+	return true, nil
+}
+
+// syncDir fsyncs a directory so that renames, unlinks and creations in it
+// are durable. It does nothing with NoSync. Filesystems that cannot sync a
+// directory (EINVAL) are taken to need no such sync.
+func (s *Store) syncDir(dir string) error {
+	if s.opts.NoSync {
+		return nil
+	}
+	d, err := s.fs.OpenFile(dir, os.O_RDONLY|noFollow, 0)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	cerr := d.Close()
+	if errors.Is(err, syscall.EINVAL) {
+		err = nil
+	}
+	if err != nil {
+		return err
+	}
+	return cerr
+}
+
+// mkdirAll creates dir and any missing parents below the store's data
+// directory, each with mode 0700, and makes each creation durable by
+// syncing its parent.
+func (s *Store) mkdirAll(dir string) error {
+	if dir == s.data || len(dir) <= len(s.data) {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if err := s.mkdirAll(parent); err != nil {
+		return err
+	}
+	err := s.fs.Mkdir(dir, dirMode)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if s.fixModes {
+		if err := s.fs.Chmod(dir, dirMode); err != nil {
+			return err
+		}
+	}
+	return s.syncDir(parent)
+}

@@ -1,0 +1,638 @@
+// Package filestore is a session store on a local directory that stays
+// correct when many goroutines and many processes on one host share it.
+//
+// Every method of a Store is safe for concurrent use by multiple goroutines,
+// and any number of processes on the same machine may open the same
+// directory at once: preforked workers, a blue/green pair, an admin CLI.
+// Writes are atomic (temp file, fsync, rename, directory fsync), so a reader
+// sees the old record or the new one and never a torn one, and takes no
+// lock. Writers, deleters, read-modify-write updates and the expiry sweeper
+// exclude each other through advisory locks on separate lock files plus an
+// in-process mutex.
+//
+// The guarantee holds for processes on a single host using a local
+// filesystem. It does NOT hold on NFS, SMB or other network filesystems,
+// where advisory locks and rename atomicity vary, nor on Windows, where the
+// store is not supported.
+//
+// # Basics
+//
+// Open a directory with Open, then Load, Save, Delete and Update records by
+// session id. A Record's Expiry is stored in the record; an expired record
+// reads as ErrNotFound and a background sweeper, one process at a time,
+// removes it. ForEach visits every live record.
+//
+// Session ids are bearer secrets and attacker-controlled input, so they
+// never reach a path: each record file is named by the lowercase hex SHA-256
+// of its id, in a tree of shard directories whose shape is fixed when the
+// store is created and recorded in its root. No error or log line from this
+// package contains a raw id.
+//
+// # Errors
+//
+// Errors are wrapped with the failing operation; test them with errors.Is
+// against the sentinels ErrNotFound, ErrCorrupt, ErrInvalidID, ErrTooLarge,
+// ErrClosed, ErrNotStore, ErrUnsafeRoot and ErrLayout. Errors from the
+// operating system are wrapped unchanged, so errors.Is(err, syscall.ENOSPC)
+// and errors.As(err, new(*fs.PathError)) work; their paths hold hashed names
+// only. A context that ends while a method waits for a lock returns the
+// context's error.
+//
+// # Caveats
+//
+// Byte slices: Load returns Data the caller owns, and Save does not keep
+// data after it returns. Expiry is wall-clock time compared with the local
+// clock of whichever process reads: keep hosts' clocks sane. The sweeper
+// skips records it cannot decode (it logs them) rather than deleting or
+// moving them: a corrupt file is evidence, and removing it is the operator's
+// call.
+package filestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Errors returned by Store methods, wrapped with context. Test for them with
+// errors.Is.
+var (
+	// ErrNotFound is returned by Load when there is no live record for the
+	// id: it never existed, was deleted, or has expired. It also matches
+	// fs.ErrNotExist.
+	ErrNotFound error = notFoundError{}
+	// ErrCorrupt is returned when a record file cannot be decoded: bad
+	// header, checksum mismatch, bad compressed data, a record stored under
+	// the wrong id, or something at a record path that this store did not
+	// write (a symlink, FIFO, directory, hard-linked or foreign-owned file).
+	// The file is left as it is.
+	ErrCorrupt = errors.New("filestore: corrupt record")
+	// ErrInvalidID is returned for an empty id or one longer than
+	// MaxIDLength bytes.
+	ErrInvalidID = errors.New("filestore: invalid session id")
+	// ErrTooLarge is returned by Save and Update for data longer than
+	// Options.MaxRecordSize, and by reads of a record above that size.
+	ErrTooLarge = errors.New("filestore: record too large")
+	// ErrClosed is returned by every method called after Close.
+	ErrClosed = errors.New("filestore: store is closed")
+	// ErrNotStore is returned by Open for a non-empty directory that holds
+	// no filestore marker, so that a mistyped path is never swept, and for
+	// a marker this version cannot read.
+	ErrNotStore = errors.New("filestore: directory is not a filestore")
+	// ErrUnsafeRoot is returned by Open for a root directory that is a
+	// symlink, not a directory, writable by other users, or owned by
+	// another user.
+	ErrUnsafeRoot = errors.New("filestore: unsafe store directory")
+	// ErrLayout is returned by Open for a malformed Options.Layout, or one
+	// that differs from the layout recorded in an existing store.
+	ErrLayout = errors.New("filestore: bad shard layout")
+)
+
+// opError names the operation that failed. It keeps one "filestore: "
+// prefix however deep the wrapping, and unwraps to the cause.
+type opError struct {
+	op  string
+	err error
+}
+
+func opErr(op string, err error) error { return &opError{op: op, err: err} }
+
+func (e *opError) Error() string {
+	return "filestore: " + e.op + ": " + strings.TrimPrefix(e.err.Error(), "filestore: ")
+}
+
+func (e *opError) Unwrap() error { return e.err }
+
+// notFoundError is ErrNotFound's type: it also matches fs.ErrNotExist, so
+// callers that treat a store like a filesystem need no special case.
+type notFoundError struct{}
+
+func (notFoundError) Error() string        { return "filestore: session not found" }
+func (notFoundError) Is(target error) bool { return target == fs.ErrNotExist }
+
+// Limits and defaults.
+const (
+	// MaxIDLength is the longest session id accepted, in bytes.
+	MaxIDLength = 1024
+	// DefaultMaxRecordSize is the default Options.MaxRecordSize: 1 MiB.
+	DefaultMaxRecordSize = 1 << 20
+	// DefaultSweepInterval is the default Options.SweepInterval.
+	DefaultSweepInterval = time.Minute
+	// DefaultLayout is the shard layout of new stores when
+	// Options.Layout is empty: one level of 256 directories. See
+	// bench/RESULTS.md for the measurements behind it.
+	DefaultLayout = defaultLayout
+
+	// maxMaxRecordSize is the largest MaxRecordSize accepted: the record
+	// format stores lengths in 32 bits, and the zstd decoder's memory is
+	// capped here.
+	maxMaxRecordSize = 64 << 20
+	// staleTempAge is how old a temp file must be before the sweeper
+	// removes it. The sweeper holds the record's lock when it does, so no
+	// live writer can own it; the grace period is a second line of defence.
+	staleTempAge = time.Minute
+)
+
+// Options configures Open. A nil *Options means all defaults; each field's
+// zero value is its default.
+type Options struct {
+	// NoSync skips the fsync of record files and of directories. Records
+	// stay atomic (readers never see a torn record), but writes and
+	// deletes acknowledged shortly before a power failure or kernel crash
+	// may be lost, and a deleted session may come back. A process crash
+	// loses nothing either way.
+	NoSync bool
+
+	// Compress zstd-compresses payloads when that makes them smaller.
+	// Reads accept compressed and plain records whatever it is set to, so
+	// it can be changed at any time and may differ between processes.
+	Compress bool
+
+	// SweepInterval is the time between expiry sweeps by the background
+	// sweeper. Zero means DefaultSweepInterval; a negative value starts no
+	// sweeper (DeleteExpired still works). Of the processes sharing a
+	// store, one sweeps at a time and the others skip that round.
+	SweepInterval time.Duration
+
+	// Layout is the shard layout of a new store: "flat", or "LxW" for L
+	// levels of directories named by W hex digits of the record hash
+	// ("1x2" is 256 directories, "1x3" 4,096, "2x2" 65,536). Empty means
+	// DefaultLayout for a new store and the recorded layout for an
+	// existing one; a non-empty value that differs from the recorded
+	// layout makes Open fail with ErrLayout.
+	Layout string
+
+	// MaxRecordSize caps the length of a record's data, before
+	// compression. Zero means DefaultMaxRecordSize; the largest accepted
+	// value is 64 MiB.
+	MaxRecordSize int
+
+	// Logger receives what the background sweeper cannot return: I/O
+	// errors and corrupt records it skipped. Nil discards them. Log lines
+	// name records by hashed path, never by id.
+	Logger *slog.Logger
+}
+
+// Record is one session: its id, its data and when it expires.
+type Record struct {
+	// ID is the session id.
+	ID string
+	// Data is the session's payload, opaque to the store.
+	Data []byte
+	// Expiry is when the record stops being live. The zero Time means the
+	// record never expires.
+	Expiry time.Time
+}
+
+// Store is a session store rooted at one directory. Create it with Open.
+//
+// A Store is safe for concurrent use by multiple goroutines, and any number
+// of processes on the same host may have the same directory open.
+type Store struct {
+	root, data string
+	opts       Options
+	layout     layout
+	locks      *locker
+	fs         fsys
+	log        *slog.Logger
+	fixModes   bool // the umask trims mode bits; chmod what we create
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	stop      context.CancelFunc
+	sweeping  sync.WaitGroup
+
+	// Test hooks, set only by tests in this package before use.
+	now  func() time.Time // the clock for expiry
+	hook func(point string)
+}
+
+// Open opens the store in dir, creating dir and the store if dir does not
+// exist or is empty. With nil opts it uses the defaults.
+//
+// Open refuses (with ErrNotStore) a non-empty directory that holds no store,
+// and (with ErrUnsafeRoot) a directory that is a symlink, writable by other
+// users or owned by another user. A store's shard layout is fixed when it
+// is created; a conflicting opts.Layout is ErrLayout. Unless
+// opts.SweepInterval is negative, Open starts a sweeper goroutine that runs
+// until Close.
+func Open(dir string, opts *Options) (*Store, error) {
+	return open(dir, opts, osFS{})
+}
+
+func open(dir string, opts *Options, fsys fsys) (*Store, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	switch {
+	case o.MaxRecordSize == 0:
+		o.MaxRecordSize = DefaultMaxRecordSize
+	case o.MaxRecordSize < 0 || o.MaxRecordSize > maxMaxRecordSize:
+		return nil, fmt.Errorf("filestore: open: MaxRecordSize %d out of range [1, %d]", o.MaxRecordSize, maxMaxRecordSize)
+	}
+	if o.SweepInterval == 0 {
+		o.SweepInterval = DefaultSweepInterval
+	}
+	var want *layout
+	if o.Layout != "" {
+		l, err := parseLayout(o.Layout)
+		if err != nil {
+			return nil, opErr("open", err)
+		}
+		want = &l
+	}
+	root, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, opErr("open", err)
+	}
+	s := &Store{
+		root:     root,
+		data:     filepath.Join(root, dataDir),
+		opts:     o,
+		fs:       fsys,
+		log:      o.Logger,
+		fixModes: umaskTrims(),
+		now:      time.Now,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	m, err := s.openRoot(want)
+	if err != nil {
+		return nil, opErr("open", err)
+	}
+	s.layout, _ = parseLayout(m.Layout) // validated by readMarker
+	if want != nil && *want != s.layout {
+		return nil, opErr("open", fmt.Errorf("%w: store was created with %q, options ask for %q", ErrLayout, s.layout, *want))
+	}
+	for _, d := range []string{s.data, filepath.Join(root, locksDir)} {
+		if err := s.mkdirIn(root, d); err != nil {
+			return nil, opErr("open", err)
+		}
+	}
+	s.locks = newLocker(fsys, filepath.Join(root, locksDir), m.Stripes)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	if o.SweepInterval > 0 {
+		s.sweeping.Add(1)
+		go s.sweepLoop(ctx, o.SweepInterval)
+	}
+	return s, nil
+}
+
+// openRoot checks the root directory, creating it or the store in it if
+// needed, and returns the store's marker.
+func (s *Store) openRoot(want *layout) (marker, error) {
+	fi, err := s.fs.Lstat(s.root)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(s.root), 0o755); err != nil {
+			return marker{}, err
+		}
+		if err := s.mkdirIn(filepath.Dir(s.root), s.root); err != nil {
+			return marker{}, err
+		}
+		fi, err = s.fs.Lstat(s.root)
+	}
+	if err != nil {
+		return marker{}, err
+	}
+	switch {
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return marker{}, fmt.Errorf("%w: %s is a symlink", ErrUnsafeRoot, s.root)
+	case !fi.IsDir():
+		return marker{}, fmt.Errorf("%w: %s is not a directory", ErrUnsafeRoot, s.root)
+	case fi.Mode().Perm()&0o002 != 0:
+		return marker{}, fmt.Errorf("%w: %s is writable by other users (mode %v)", ErrUnsafeRoot, s.root, fi.Mode())
+	}
+	if err := checkRootOwner(fi); err != nil {
+		return marker{}, fmt.Errorf("%w: %s", err, s.root)
+	}
+
+	m, err := readMarker(s.fs, s.root)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return m, err
+	}
+	empty, err := isEmptyRoot(s.fs, s.root)
+	if err != nil {
+		return m, err
+	}
+	if !empty {
+		// Another process may have created the store just now.
+		if m, err := readMarker(s.fs, s.root); !errors.Is(err, fs.ErrNotExist) {
+			return m, err
+		}
+		return m, fmt.Errorf("%w: %s is not empty and has no %s", ErrNotStore, s.root, markerName)
+	}
+	l, _ := parseLayout(defaultLayout)
+	if want != nil {
+		l = *want
+	}
+	return s.createMarker(marker{Format: "filestore", Version: formatVersion, Layout: l.String(), Stripes: defaultStripes})
+}
+
+// mkdirIn creates dir (whose parent is parent) with mode 0700 if it does
+// not exist, and syncs parent.
+func (s *Store) mkdirIn(parent, dir string) error {
+	err := s.fs.Mkdir(dir, dirMode)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if s.fixModes {
+		if err := s.fs.Chmod(dir, dirMode); err != nil {
+			return err
+		}
+	}
+	return s.syncDir(parent)
+}
+
+// Dir returns the store's root directory, as an absolute path.
+func (s *Store) Dir() string { return s.root }
+
+// Layout returns the store's shard layout, such as "1x2".
+func (s *Store) Layout() string { return s.layout.String() }
+
+// ref locates one record: the hash of its id, its shard and its stripe.
+type ref struct {
+	sum    [32]byte
+	hex    string
+	dir    string
+	stripe int
+}
+
+func (r ref) path() string { return filepath.Join(r.dir, r.hex) }
+
+// refOf validates id and locates its record.
+func (s *Store) refOf(id string) (ref, error) {
+	if len(id) == 0 || len(id) > MaxIDLength {
+		return ref{}, fmt.Errorf("%w: length %d not in [1, %d]", ErrInvalidID, len(id), MaxIDLength)
+	}
+	sum, hex := hashID(id)
+	return ref{sum: sum, hex: hex, dir: s.layout.shardDir(s.data, hex), stripe: s.locks.stripeOf(sum)}, nil
+}
+
+// begin checks that the store is open and the context live, and locates id.
+func (s *Store) begin(ctx context.Context, id string) (ref, error) {
+	if s.closed.Load() {
+		return ref{}, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return ref{}, err
+	}
+	return s.refOf(id)
+}
+
+// Load returns the live record for id. It returns an error matching
+// ErrNotFound if there is none or it has expired, and ErrCorrupt if the file
+// at its path is not a valid record for id.
+//
+// Load takes no lock and never waits: a concurrent Save or Update is seen
+// either entirely or not at all. It does not modify any file. The returned
+// Data is a fresh slice owned by the caller.
+func (s *Store) Load(ctx context.Context, id string) (Record, error) {
+	r, err := s.begin(ctx, id)
+	if err != nil {
+		return Record{}, opErr("load", err)
+	}
+	d, err := s.read(r.path())
+	if err != nil {
+		return Record{}, opErr("load", err)
+	}
+	if d.id != id {
+		return Record{}, opErr("load", fmt.Errorf("%s: %w: record holds another id", r.path(), ErrCorrupt))
+	}
+	if expired(d.expiry, s.now()) {
+		return Record{}, opErr("load", ErrNotFound)
+	}
+	return Record{ID: id, Data: d.data, Expiry: expiryTime(d.expiry)}, nil
+}
+
+// read reads and decodes the record file at path. A missing file is
+// ErrNotFound. The returned data is owned by the caller.
+func (s *Store) read(path string) (decoded, error) {
+	f, err := s.fs.OpenFile(path, os.O_RDONLY|noFollow|noBlock, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return decoded{}, ErrNotFound
+	}
+	if err != nil {
+		// ELOOP: a symlink planted at the record path.
+		return decoded{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return decoded{}, err
+	}
+	if err := checkRecordFile(fi); err != nil {
+		return decoded{}, fmt.Errorf("%s: %w", path, err)
+	}
+	limit := int64(headerSize+MaxIDLength+trailerSize) + int64(s.opts.MaxRecordSize) + 64
+	if fi.Size() > limit {
+		return decoded{}, fmt.Errorf("%s: %w: file of %d bytes", path, ErrTooLarge, fi.Size())
+	}
+	// Read one byte past the size fstat reported, so that a file that
+	// grew is not silently truncated (it then fails its length check).
+	b := make([]byte, fi.Size()+1)
+	n, err := io.ReadFull(f, b)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return decoded{}, err
+	}
+	d, err := decodeRecord(b[:n], s.opts.MaxRecordSize)
+	if err != nil {
+		return decoded{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return d, nil
+}
+
+// Save stores data under id, replacing any record there, to expire at
+// expiry (the zero Time for never). It returns ErrInvalidID for a bad id
+// and ErrTooLarge for data over Options.MaxRecordSize.
+//
+// Save waits for id's lock, honouring ctx, and holds it while it writes and
+// (unless NoSync) fsyncs. It does not keep data after it returns. When Save
+// returns nil the record is durable, unless NoSync is set.
+func (s *Store) Save(ctx context.Context, id string, data []byte, expiry time.Time) error {
+	r, err := s.begin(ctx, id)
+	if err != nil {
+		return opErr("save", err)
+	}
+	if len(data) > s.opts.MaxRecordSize {
+		return opErr("save", fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), s.opts.MaxRecordSize))
+	}
+	// Encode (and compress) before taking the lock, to hold it shorter.
+	b := encodeRecord(id, data, expiry, rand.Uint64(), s.opts.Compress)
+	unlock, err := s.locks.lock(ctx, r.stripe)
+	if err != nil {
+		return opErr("save", err)
+	}
+	defer unlock()
+	if err := s.replaceLocked(r.dir, r.hex, b); err != nil {
+		return opErr("save", err)
+	}
+	return nil
+}
+
+// Delete removes the record for id. Deleting a missing record is not an
+// error. When Delete returns nil the removal is durable (unless NoSync), so
+// a logged-out session cannot come back after a crash.
+//
+// Delete waits for id's lock, honouring ctx.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	r, err := s.begin(ctx, id)
+	if err != nil {
+		return opErr("delete", err)
+	}
+	unlock, err := s.locks.lock(ctx, r.stripe)
+	if err != nil {
+		return opErr("delete", err)
+	}
+	defer unlock()
+	if _, err := s.removeLocked(r.dir, r.hex); err != nil {
+		return opErr("delete", err)
+	}
+	return nil
+}
+
+// Update runs a read-modify-write of id's record under id's exclusive lock,
+// which excludes Save, Delete, other Updates and the sweeper on id in every
+// process sharing the store.
+//
+// fn receives a copy of the live record, or nil if there is none or it has
+// expired. It returns the record to store (its ID must be empty or id), nil
+// to delete the record, or an error to change nothing; that error is
+// returned by Update unwrapped. If the current file is corrupt, Update
+// returns ErrCorrupt without calling fn (Delete removes such a record).
+//
+// Update waits for the lock honouring ctx, then holds it while fn runs and
+// while the result is written: keep fn short, and do not call Store methods
+// on the same id from fn, which would deadlock.
+func (s *Store) Update(ctx context.Context, id string, fn func(cur *Record) (*Record, error)) error {
+	r, err := s.begin(ctx, id)
+	if err != nil {
+		return opErr("update", err)
+	}
+	unlock, err := s.locks.lock(ctx, r.stripe)
+	if err != nil {
+		return opErr("update", err)
+	}
+	defer unlock()
+
+	var cur *Record
+	d, err := s.read(r.path())
+	switch {
+	case err == nil && d.id != id:
+		return opErr("update", fmt.Errorf("%s: %w: record holds another id", r.path(), ErrCorrupt))
+	case err == nil && !expired(d.expiry, s.now()):
+		cur = &Record{ID: id, Data: d.data, Expiry: expiryTime(d.expiry)}
+	case err == nil, errors.Is(err, ErrNotFound):
+		// Expired or missing: fn sees no record.
+	default:
+		return opErr("update", err)
+	}
+
+	next, err := fn(cur)
+	if err != nil {
+		return err
+	}
+	if next == nil {
+		if _, err := s.removeLocked(r.dir, r.hex); err != nil {
+			return opErr("update", err)
+		}
+		return nil
+	}
+	if next.ID != "" && next.ID != id {
+		return opErr("update", fmt.Errorf("%w: fn returned a record for another id", ErrInvalidID))
+	}
+	if len(next.Data) > s.opts.MaxRecordSize {
+		return opErr("update", fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(next.Data), s.opts.MaxRecordSize))
+	}
+	b := encodeRecord(id, next.Data, next.Expiry, rand.Uint64(), s.opts.Compress)
+	if err := s.replaceLocked(r.dir, r.hex, b); err != nil {
+		return opErr("update", err)
+	}
+	return nil
+}
+
+// ForEach calls fn once for every live record in the store, in no
+// particular order, until fn returns an error, which ForEach then returns.
+// Records saved or deleted during the walk may or may not be visited.
+//
+// ForEach holds no lock while fn runs, so fn may call any Store method,
+// including Delete of the record it was given. Records that cannot be read
+// are skipped; after visiting every other record ForEach returns an error
+// wrapping ErrCorrupt (or ErrTooLarge) that names them by hashed path.
+// ForEach stops early with ctx's error when ctx ends. Memory use is bounded
+// by the size of one shard directory.
+func (s *Store) ForEach(ctx context.Context, fn func(Record) error) error {
+	if s.closed.Load() {
+		return opErr("foreach", ErrClosed)
+	}
+	var bad []error
+	err := s.walk(ctx, func(dir, name string) error {
+		if !isRecordName(name) {
+			return nil
+		}
+		path := filepath.Join(dir, name)
+		d, err := s.read(path)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return nil // deleted since the directory was read
+		case err != nil:
+			if len(bad) < maxReportedErrors {
+				bad = append(bad, err)
+			}
+			return nil
+		case expired(d.expiry, s.now()):
+			return nil
+		}
+		if _, h := hashID(d.id); h != name {
+			if len(bad) < maxReportedErrors {
+				bad = append(bad, fmt.Errorf("%s: %w: record holds another id", path, ErrCorrupt))
+			}
+			return nil
+		}
+		return fn(Record{ID: d.id, Data: d.data, Expiry: expiryTime(d.expiry)})
+	})
+	if err != nil {
+		return err
+	}
+	if len(bad) > 0 {
+		return opErr("foreach", fmt.Errorf("skipped unreadable records: %w", errors.Join(bad...)))
+	}
+	return nil
+}
+
+// maxReportedErrors bounds how many per-file errors ForEach collects.
+const maxReportedErrors = 16
+
+// Close stops the background sweeper, waiting for a sweep in progress to
+// finish. Every later call of a Store method, Close included, returns
+// ErrClosed. Close does not wait for other methods running concurrently;
+// they complete normally.
+func (s *Store) Close() error {
+	err := ErrClosed
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.stop()
+		s.sweeping.Wait()
+		err = nil
+	})
+	if err != nil {
+		return opErr("close", err)
+	}
+	return nil
+}

@@ -1,0 +1,73 @@
+package filestore
+
+import (
+	"context"
+	"io"
+	"io/fs"
+	"os"
+)
+
+// fsys is the seam between the engine and the operating system. Every
+// filesystem call the engine makes goes through it, so tests can put a fault
+// injector or a power-loss simulator in its place. The real implementation,
+// osFS, is a thin layer over the os package and gofrs/flock.
+//
+// Paths are always absolute paths built by layout.go; they never contain a
+// raw session id.
+type fsys interface {
+	// OpenFile is os.OpenFile.
+	OpenFile(name string, flag int, perm fs.FileMode) (file, error)
+	// Rename is os.Rename.
+	Rename(oldpath, newpath string) error
+	// Remove is os.Remove.
+	Remove(name string) error
+	// Mkdir is os.Mkdir.
+	Mkdir(name string, perm fs.FileMode) error
+	// Chmod is os.Chmod; it fixes modes that the umask trimmed.
+	Chmod(name string, mode fs.FileMode) error
+	// Lstat is os.Lstat.
+	Lstat(name string) (fs.FileInfo, error)
+	// Link is os.Link. Open uses it to publish the format marker without
+	// clobbering one another process published first.
+	Link(oldname, newname string) error
+	// Lock takes an exclusive advisory lock on the lock file name, creating
+	// it if needed. With try set it returns errLockBusy at once instead of
+	// waiting; otherwise it waits until ctx is done. The returned func
+	// releases the lock and must be called exactly once.
+	Lock(ctx context.Context, name string, try bool) (unlock func() error, err error)
+}
+
+// file is the part of *os.File the engine uses.
+type file interface {
+	io.Reader
+	io.Writer
+	io.Closer
+	Sync() error
+	Stat() (fs.FileInfo, error)
+	ReadDir(n int) ([]fs.DirEntry, error)
+	Chmod(mode fs.FileMode) error
+	Name() string
+}
+
+// osFS is the real fsys.
+type osFS struct{}
+
+func (osFS) OpenFile(name string, flag int, perm fs.FileMode) (file, error) {
+	f, err := os.OpenFile(name, flag, perm)
+	if err != nil {
+		// Return a nil interface, not a typed nil *os.File.
+		return nil, err
+	}
+	return f, nil
+}
+
+func (osFS) Rename(oldpath, newpath string) error      { return os.Rename(oldpath, newpath) }
+func (osFS) Remove(name string) error                  { return os.Remove(name) }
+func (osFS) Mkdir(name string, perm fs.FileMode) error { return os.Mkdir(name, perm) }
+func (osFS) Chmod(name string, mode fs.FileMode) error { return os.Chmod(name, mode) }
+func (osFS) Lstat(name string) (fs.FileInfo, error)    { return os.Lstat(name) }
+func (osFS) Link(oldname, newname string) error        { return os.Link(oldname, newname) }
+
+func (osFS) Lock(ctx context.Context, name string, try bool) (func() error, error) {
+	return flockFile(ctx, name, try)
+}

@@ -1,0 +1,128 @@
+package filestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/gofrs/flock"
+)
+
+// errLockBusy is returned by a try-lock that found the lock held.
+var errLockBusy = errors.New("filestore: lock is busy")
+
+// lockFlags opens lock files without following a symlink planted at their
+// path, and without handing the descriptor to child processes.
+const lockFlags = os.O_CREATE | os.O_RDONLY | noFollow
+
+// flockFile takes an exclusive flock(2) on name with a fresh *flock.Flock.
+//
+// A fresh instance per acquisition matters: one *flock.Flock shared by
+// goroutines excludes nothing, because Lock returns at once when that
+// instance already holds the lock (gofrs/flock#58).
+//
+// flock.Lock is an uncancellable syscall and TryLockContext polls. To honour
+// ctx without polling we try once, and if the lock is busy wait for it in a
+// goroutine: if ctx ends first we return at once and the goroutine releases
+// the lock as soon as it gets it. A context that can never be cancelled
+// (Done returns nil) waits on the calling goroutine.
+func flockFile(ctx context.Context, name string, try bool) (func() error, error) {
+	fl := flock.New(name, flock.SetFlag(lockFlags), flock.SetPermissions(0o600))
+	ok, err := fl.TryLock()
+	if err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	if ok {
+		return fl.Unlock, nil
+	}
+	if try {
+		return nil, errLockBusy
+	}
+	if ctx.Done() == nil {
+		if err := fl.Lock(); err != nil {
+			return nil, fmt.Errorf("lock: %w", err)
+		}
+		return fl.Unlock, nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- fl.Lock() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, fmt.Errorf("lock: %w", err)
+		}
+		return fl.Unlock, nil
+	case <-ctx.Done():
+		go func() {
+			if <-done == nil {
+				_ = fl.Unlock() // error deliberately ignored: nobody holds this lock
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// locker hands out the store's striped locks. Each stripe is a lock file in
+// <root>/locks that is created on first use and never deleted (deleting a
+// lock file lets two processes hold "the same" lock), paired with an
+// in-process mutex: flock excludes processes, the mutex excludes goroutines
+// of this process and is what the race detector sees.
+//
+// The in-process mutexes are buffered channels so that waiting on them can
+// honour a context.
+type locker struct {
+	fs      fsys
+	dir     string // <root>/locks
+	stripes []chan struct{}
+}
+
+func newLocker(fsys fsys, dir string, n int) *locker {
+	l := &locker{fs: fsys, dir: dir, stripes: make([]chan struct{}, n)}
+	for i := range l.stripes {
+		l.stripes[i] = make(chan struct{}, 1)
+	}
+	return l
+}
+
+// stripeOf maps a record's hash to its stripe. The hash is uniform, so its
+// first two bytes spread ids evenly over the stripes.
+func (l *locker) stripeOf(sum [32]byte) int {
+	return (int(sum[0])<<8 | int(sum[1])) % len(l.stripes)
+}
+
+// lock takes stripe i exclusively, in this process and across processes,
+// waiting until ctx is done. The returned unlock must be called exactly
+// once; it releases both locks.
+func (l *locker) lock(ctx context.Context, i int) (unlock func(), err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	mu := l.stripes[i]
+	select {
+	case mu <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	release, err := l.fs.Lock(ctx, l.stripePath(i), false)
+	if err != nil {
+		<-mu
+		return nil, err
+	}
+	return func() {
+		// Unlocking closes the descriptor, which drops the flock even if
+		// the explicit unlock failed, so there is nothing to retry.
+		_ = release() // error deliberately ignored, see above
+		<-mu
+	}, nil
+}
+
+func (l *locker) stripePath(i int) string {
+	return filepath.Join(l.dir, fmt.Sprintf("stripe-%04x.lock", i))
+}
+
+// sweepPath is the lock that lets one process at a time sweep.
+func (l *locker) sweepPath() string {
+	return filepath.Join(l.dir, "sweep.lock")
+}

@@ -1,0 +1,27 @@
+//go:build !unix
+
+package filestore
+
+import (
+	"fmt"
+	"io/fs"
+)
+
+// On systems without O_NOFOLLOW, O_NONBLOCK or Unix ownership the checks
+// fall back to what fs.FileInfo can tell. filestore is built and tested on
+// Unix; see the package documentation.
+const (
+	noFollow = 0
+	noBlock  = 0
+)
+
+func checkRecordFile(fi fs.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%w: not a regular file (%v)", ErrCorrupt, fi.Mode().Type())
+	}
+	return nil
+}
+
+func checkRootOwner(fs.FileInfo) error { return nil }
+
+func umaskTrims() bool { return true }

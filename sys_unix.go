@@ -1,0 +1,72 @@
+//go:build unix
+
+package filestore
+
+import (
+	"bufio"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+const (
+	// noFollow makes open fail on a symlink instead of following it.
+	noFollow = syscall.O_NOFOLLOW
+	// noBlock keeps open from blocking on a FIFO planted at a record path.
+	noBlock = syscall.O_NONBLOCK
+)
+
+// checkRecordFile refuses anything at a record path that this store did
+// not write: a non-regular file, a file with other hard links (its content
+// can be changed through another name) or a file owned by another user.
+func checkRecordFile(fi fs.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%w: not a regular file (%v)", ErrCorrupt, fi.Mode().Type())
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	if st.Nlink != 1 {
+		return fmt.Errorf("%w: %d hard links", ErrCorrupt, st.Nlink)
+	}
+	if int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%w: owned by uid %d, not %d", ErrCorrupt, st.Uid, os.Geteuid())
+	}
+	return nil
+}
+
+// checkRootOwner refuses a root directory owned by another user: whoever
+// owns it can swap its contents under us.
+func checkRootOwner(fi fs.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	if int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%w: owned by uid %d, not %d", ErrUnsafeRoot, st.Uid, os.Geteuid())
+	}
+	return nil
+}
+
+// umaskTrims reports whether the process umask removes any of the 0700
+// bits, in which case every created file and directory needs a chmod to
+// end up exactly 0600/0700. When the umask cannot be read it says yes.
+func umaskTrims() bool {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "Umask:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			return err != nil || m&0o700 != 0
+		}
+	}
+	return true
+}
