@@ -281,7 +281,10 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 			return nil, opErr("open", err)
 		}
 	}
-	s.locks = newLocker(fsys, filepath.Join(root, locksDir), m.Stripes)
+	s.locks = newLocker(fsys, filepath.Join(root, locksDir), m.Stripes, s.fixModes)
+	if err := s.locks.ensure(s.locks.sweepPath()); err != nil {
+		return nil, opErr("open", err)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/gofrs/flock"
 )
@@ -73,17 +75,38 @@ func flockFile(ctx context.Context, name string, try bool) (func() error, error)
 // The in-process mutexes are buffered channels so that waiting on them can
 // honour a context.
 type locker struct {
-	fs      fsys
-	dir     string // <root>/locks
-	stripes []chan struct{}
+	fs       fsys
+	dir      string // <root>/locks
+	stripes  []chan struct{}
+	made     []atomic.Bool // this process has seen stripe i's lock file
+	fixModes bool          // the umask trims mode bits: chmod new lock files
 }
 
-func newLocker(fsys fsys, dir string, n int) *locker {
-	l := &locker{fs: fsys, dir: dir, stripes: make([]chan struct{}, n)}
+func newLocker(fsys fsys, dir string, n int, fixModes bool) *locker {
+	l := &locker{fs: fsys, dir: dir, stripes: make([]chan struct{}, n), made: make([]atomic.Bool, n), fixModes: fixModes}
 	for i := range l.stripes {
 		l.stripes[i] = make(chan struct{}, 1)
 	}
 	return l
+}
+
+// ensure creates the lock file at path, mode exactly 0600, if it does not
+// exist. flock would create it too, but with the umask applied.
+func (l *locker) ensure(path string) error {
+	f, err := l.fs.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|noFollow, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if l.fixModes {
+		err = f.Chmod(0o600)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // stripeOf maps a record's hash to its stripe. The hash is uniform, so its
@@ -105,7 +128,15 @@ func (l *locker) lock(ctx context.Context, i int) (unlock func(), err error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	release, err := l.fs.Lock(ctx, l.stripePath(i), false)
+	path := l.stripePath(i)
+	if !l.made[i].Load() {
+		if err := l.ensure(path); err != nil {
+			<-mu
+			return nil, fmt.Errorf("lock: %w", err)
+		}
+		l.made[i].Store(true)
+	}
+	release, err := l.fs.Lock(ctx, path, false)
 	if err != nil {
 		<-mu
 		return nil, err

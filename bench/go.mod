@@ -4,4 +4,14 @@ go 1.25.0
 
 require github.com/filestore-go/filestore v0.0.0
 
+require (
+	github.com/alexedwards/scs/v2 v2.9.0 // indirect
+	github.com/google/btree v1.0.0 // indirect
+	github.com/gorilla/securecookie v1.1.2 // indirect
+	github.com/gorilla/sessions v1.4.0 // indirect
+	github.com/peterbourgon/diskv/v3 v3.0.1 // indirect
+	go.etcd.io/bbolt v1.5.0 // indirect
+	golang.org/x/sys v0.47.0 // indirect
+)
+
 replace github.com/filestore-go/filestore => ..

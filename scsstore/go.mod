@@ -4,4 +4,6 @@ go 1.25.0
 
 require github.com/filestore-go/filestore v0.0.0
 
+require github.com/alexedwards/scs/v2 v2.9.0 // indirect
+
 replace github.com/filestore-go/filestore => ..
