@@ -108,7 +108,8 @@ type opError struct {
 func opErr(op string, err error) error { return &opError{op: op, err: err} }
 
 func (e *opError) Error() string {
-	return "filestore: " + e.op + ": " + strings.TrimPrefix(e.err.Error(), "filestore: ")
+	msg := strings.TrimPrefix(e.err.Error(), "filestore: ")
+	return "filestore: " + e.op + ": " + strings.ReplaceAll(msg, ": filestore: ", ": ")
 }
 
 func (e *opError) Unwrap() error { return e.err }

@@ -30,7 +30,9 @@ func checkRecordFile(fi fs.FileInfo) error {
 	if !ok {
 		return nil
 	}
-	if st.Nlink != 1 {
+	// Nlink 0 is an old version a concurrent rename replaced after we
+	// opened it: reading it is the "old record" half of the guarantee.
+	if st.Nlink > 1 {
 		return fmt.Errorf("%w: %d hard links", ErrCorrupt, st.Nlink)
 	}
 	if int(st.Uid) != os.Geteuid() {
