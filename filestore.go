@@ -214,8 +214,9 @@ type Store struct {
 	sweeping  sync.WaitGroup
 
 	// Test hooks, set only by tests in this package before use.
-	now  func() time.Time // the clock for expiry
-	hook func(point string)
+	now    func() time.Time // the clock for expiry
+	hook   func(point string)
+	mutant syncReason // a kind of fsync to skip, to test the tests
 }
 
 // Open opens the store in dir, creating dir and the store if dir does not
@@ -361,7 +362,7 @@ func (s *Store) mkdirIn(parent, dir string) error {
 			return err
 		}
 	}
-	return s.syncDir(parent)
+	return s.syncDir(parent, syncAfterMkdir)
 }
 
 // Dir returns the store's root directory, as an absolute path.

@@ -140,7 +140,7 @@ func (s *Store) sweep(ctx context.Context, try bool) (int, error) {
 		if dirty == "" {
 			return
 		}
-		if err := s.syncDir(dirty); err != nil {
+		if err := s.syncDir(dirty, syncAfterUnlink); err != nil {
 			note(fmt.Errorf("sync %s: %w", dirty, err))
 		}
 		dirty = ""

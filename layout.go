@@ -182,7 +182,7 @@ func (s *Store) createMarker(m marker) (marker, error) {
 	if err != nil && !errors.Is(err, fs.ErrExist) {
 		return m, err
 	}
-	if err := s.syncDir(s.root); err != nil {
+	if err := s.syncDir(s.root, syncAfterRename); err != nil {
 		return m, err
 	}
 	return readMarker(s.fs, s.root)
