@@ -4,6 +4,11 @@ go 1.25.0
 
 require github.com/filestore-go/filestore v0.0.0
 
-require github.com/alexedwards/scs/v2 v2.9.0 // indirect
+require (
+	github.com/alexedwards/scs/v2 v2.9.0
+	github.com/gofrs/flock v0.13.1 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	golang.org/x/sys v0.47.0 // indirect
+)
 
 replace github.com/filestore-go/filestore => ..
