@@ -2,6 +2,18 @@ module github.com/filestore-go/filestore/examples/demo
 
 go 1.25.0
 
-require github.com/filestore-go/filestore v0.0.0
+require (
+	github.com/alexedwards/scs/v2 v2.9.0
+	github.com/filestore-go/filestore v0.0.0
+	github.com/filestore-go/filestore/scsstore v0.0.0
+	golang.org/x/sys v0.47.0
+)
+
+require (
+	github.com/gofrs/flock v0.13.1 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+)
 
 replace github.com/filestore-go/filestore => ../..
+
+replace github.com/filestore-go/filestore/scsstore => ../../scsstore
