@@ -1,0 +1,148 @@
+package filestore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/filestore-go/filestore"
+)
+
+// exampleDir returns a fresh directory for an example's store, and a func
+// that removes it.
+func exampleDir() (string, func()) {
+	dir, err := os.MkdirTemp("", "filestore-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	return filepath.Join(dir, "sessions"), func() { os.RemoveAll(dir) }
+}
+
+func Example() {
+	ctx := context.Background()
+	dir, cleanup := exampleDir()
+	defer cleanup()
+	s, err := filestore.Open(dir, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close()
+
+	if err := s.Save(ctx, "session-id", []byte(`{"user":42}`), time.Now().Add(time.Hour)); err != nil {
+		log.Fatal(err)
+	}
+	rec, err := s.Load(ctx, "session-id")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(string(rec.Data))
+
+	if err := s.Delete(ctx, "session-id"); err != nil {
+		log.Fatal(err)
+	}
+	_, err = s.Load(ctx, "session-id")
+	fmt.Println(errors.Is(err, filestore.ErrNotFound))
+	// Output:
+	// {"user":42}
+	// true
+}
+
+// Update is a read-modify-write under the record's lock: increments from
+// any number of goroutines and processes are never lost.
+func ExampleStore_Update() {
+	ctx := context.Background()
+	dir, cleanup := exampleDir()
+	defer cleanup()
+	s, err := filestore.Open(dir, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close()
+
+	visit := func(cur *filestore.Record) (*filestore.Record, error) {
+		n := 0
+		if cur != nil { // nil: no live record yet
+			n, _ = strconv.Atoi(string(cur.Data))
+		}
+		return &filestore.Record{Data: []byte(strconv.Itoa(n + 1))}, nil
+	}
+	for range 3 {
+		if err := s.Update(ctx, "visits", visit); err != nil {
+			log.Fatal(err)
+		}
+	}
+	rec, _ := s.Load(ctx, "visits")
+	fmt.Println(string(rec.Data))
+	// Output: 3
+}
+
+func ExampleStore_DeleteExpired() {
+	ctx := context.Background()
+	// A negative SweepInterval starts no background sweeper: sweep by hand,
+	// say from a cron job or an admin command.
+	dir, cleanup := exampleDir()
+	defer cleanup()
+	s, err := filestore.Open(dir, &filestore.Options{SweepInterval: -1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close()
+
+	_ = s.Save(ctx, "gone", []byte("x"), time.Now().Add(-time.Minute))
+	_ = s.Save(ctx, "kept", []byte("y"), time.Now().Add(time.Hour))
+	n, err := s.DeleteExpired(ctx)
+	fmt.Println(n, err)
+	// Output: 1 <nil>
+}
+
+func ExampleStore_ForEach() {
+	ctx := context.Background()
+	dir, cleanup := exampleDir()
+	defer cleanup()
+	s, err := filestore.Open(dir, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close()
+
+	for _, id := range []string{"alice", "bob"} {
+		_ = s.Save(ctx, id, []byte("data"), time.Time{})
+	}
+	count := 0
+	err = s.ForEach(ctx, func(r filestore.Record) error {
+		count++
+		return nil
+	})
+	fmt.Println(count, err)
+	// Output: 2 <nil>
+}
+
+// The shard layout is fixed when a store is created; later Opens read it
+// from the store's root.
+func ExampleOpen_layout() {
+	dir, cleanup := exampleDir()
+	defer cleanup()
+	s, err := filestore.Open(dir, &filestore.Options{Layout: "2x2", Compress: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	s.Close()
+
+	s, err = filestore.Open(dir, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(s.Layout())
+	s.Close()
+
+	_, err = filestore.Open(dir, &filestore.Options{Layout: "1x2"})
+	fmt.Println(errors.Is(err, filestore.ErrLayout))
+	// Output:
+	// 2x2
+	// true
+}
