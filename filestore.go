@@ -61,6 +61,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -270,6 +271,10 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	// Creating a store is durable even with NoSync, which gives up only
+	// recent writes: a marker lost or torn by a power failure would leave
+	// a directory that Open refuses for good. It happens once per store.
+	s.opts.NoSync = false
 	m, err := s.openRoot(want)
 	if err != nil {
 		return nil, opErr("open", err)
@@ -283,6 +288,7 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 			return nil, opErr("open", err)
 		}
 	}
+	s.opts.NoSync = o.NoSync
 	s.locks = newLocker(fsys, filepath.Join(root, locksDir), m.Stripes, s.fixModes)
 	if err := s.locks.ensure(s.locks.sweepPath()); err != nil {
 		return nil, opErr("open", err)
@@ -368,6 +374,10 @@ func (s *Store) mkdirIn(parent, dir string) error {
 // Dir returns the store's root directory, as an absolute path.
 func (s *Store) Dir() string { return s.root }
 
+// MaxRecordSize returns the largest record payload Save accepts, in bytes:
+// Options.MaxRecordSize, or its default.
+func (s *Store) MaxRecordSize() int { return s.opts.MaxRecordSize }
+
 // Layout returns the store's shard layout, such as "1x2".
 func (s *Store) Layout() string { return s.layout.String() }
 
@@ -433,9 +443,14 @@ func (s *Store) read(path string) (decoded, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return decoded{}, ErrNotFound
 	}
-	if err != nil {
-		// ELOOP: a symlink planted at the record path.
+	if errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENXIO) {
+		// A symlink (ELOOP) or a socket (ENXIO) planted at the record path.
 		return decoded{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	if err != nil {
+		// EACCES, EMFILE, EIO...: the record may be fine, and a caller
+		// must not treat it as corrupt (and delete it).
+		return decoded{}, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
@@ -449,9 +464,11 @@ func (s *Store) read(path string) (decoded, error) {
 	if fi.Size() > limit {
 		return decoded{}, fmt.Errorf("%s: %w: file of %d bytes", path, ErrTooLarge, fi.Size())
 	}
-	// Read one byte past the size fstat reported, so that a file that
-	// grew is not silently truncated (it then fails its length check).
-	b := make([]byte, fi.Size()+1)
+	// Records are never written in place (every write renames a new
+	// inode over the name), so the size fstat reported is the size to
+	// read, in one read(2) for a record of ordinary size. A file that is
+	// shorter than that fails its length check as corrupt.
+	b := make([]byte, fi.Size())
 	n, err := io.ReadFull(f, b)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return decoded{}, err
@@ -610,16 +627,29 @@ func (s *Store) ForEach(ctx context.Context, fn func(Record) error) error {
 			}
 			return nil
 		}
-		return fn(Record{ID: d.id, Data: d.data, Expiry: expiryTime(d.expiry)})
+		if err := fn(Record{ID: d.id, Data: d.data, Expiry: expiryTime(d.expiry)}); err != nil {
+			return fnError{err}
+		}
+		return nil
 	})
+	var fe fnError
+	if errors.As(err, &fe) {
+		return fe.err // fn's own error, as it returned it
+	}
 	if err != nil {
-		return err
+		return opErr("foreach", err)
 	}
 	if len(bad) > 0 {
 		return opErr("foreach", fmt.Errorf("skipped unreadable records: %w", errors.Join(bad...)))
 	}
 	return nil
 }
+
+// fnError carries the error of ForEach's fn out of the walk, so that it is
+// returned unwrapped while the walk's own errors are wrapped.
+type fnError struct{ err error }
+
+func (e fnError) Error() string { return e.err.Error() }
 
 // maxReportedErrors bounds how many per-file errors ForEach collects.
 const maxReportedErrors = 16

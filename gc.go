@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -142,6 +144,8 @@ func (s *Store) sweep(ctx context.Context, try bool) (int, error) {
 		}
 		if err := s.syncDir(dirty, syncAfterUnlink); err != nil {
 			note(fmt.Errorf("sync %s: %w", dirty, err))
+		} else {
+			s.at(hookDirSynced)
 		}
 		dirty = ""
 	}
@@ -168,7 +172,45 @@ func (s *Store) sweep(ctx context.Context, try bool) (int, error) {
 	if err != nil {
 		return removed, err
 	}
+	if err := s.sweepInitTemps(); err != nil {
+		note(err)
+	}
 	return removed, errors.Join(errs...)
+}
+
+// sweepInitTemps removes the temp files that creating Opens left in the
+// root when they died between writing the marker and removing their temp
+// name. No lock covers them, so only age tells an orphan: a live creating
+// Open holds its temp file for a moment, not staleTempAge.
+func (s *Store) sweepInitTemps() error {
+	d, err := s.fs.OpenFile(s.root, os.O_RDONLY|noFollow, 0)
+	if err != nil {
+		return fmt.Errorf("sweep root: %w", err)
+	}
+	ents, err := d.ReadDir(-1)
+	_ = d.Close() // error deliberately ignored: read-only directory handle
+	if err != nil {
+		return fmt.Errorf("sweep root: %w", err)
+	}
+	gone := false
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), initPrefix) {
+			continue
+		}
+		path := filepath.Join(s.root, e.Name())
+		fi, err := s.fs.Lstat(path)
+		if err != nil || !fi.Mode().IsRegular() || s.now().Sub(fi.ModTime()) < staleTempAge {
+			continue // vanished, or not an orphan we may remove
+		}
+		if err := s.fs.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("sweep root: %w", err)
+		}
+		gone = true
+	}
+	if gone {
+		return s.syncDir(s.root, syncAfterUnlink)
+	}
+	return nil
 }
 
 // sweepEntry handles one name in a shard directory and reports whether it
@@ -195,12 +237,20 @@ func (s *Store) sweepEntry(ctx context.Context, dir, name string) (bool, error) 
 		if err != nil {
 			return false, fmt.Errorf("skipped: %w", err)
 		}
+		// A record under another id's name was copied or moved here: it is
+		// corrupt, and corrupt records are evidence, never swept.
+		if _, h := hashID(d.id); h != name {
+			return false, fmt.Errorf("skipped %s: %w: record holds another id", path, ErrCorrupt)
+		}
 		if !expired(d.expiry, s.now()) {
 			return false, nil
 		}
 		err = s.fs.Remove(path)
 		if errors.Is(err, fs.ErrNotExist) {
 			return false, nil
+		}
+		if err == nil {
+			s.at(hookUnlinked)
 		}
 		return err == nil, err
 	}
@@ -237,13 +287,29 @@ func (s *Store) peekExpiry(path string) (int64, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
-	if err != nil {
+	if errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENXIO) {
+		// A symlink or a socket planted at the record path.
 		return 0, fmt.Errorf("skipped %s: %w: %w", path, ErrCorrupt, err)
 	}
+	if err != nil {
+		// An I/O error says nothing about the record.
+		return 0, fmt.Errorf("skipped %s: %w", path, err)
+	}
 	defer f.Close()
+	// A directory, FIFO, hard link or foreign file is corrupt whatever it
+	// holds, as read says; reading a directory would only say EISDIR.
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("skipped %s: %w", path, err)
+	}
+	if err := checkRecordFile(fi); err != nil {
+		return 0, fmt.Errorf("skipped %s: %w", path, err)
+	}
 	var hdr [headerSize]byte
-	if _, err := io.ReadFull(f, hdr[:]); err != nil {
+	if _, err := io.ReadFull(f, hdr[:]); errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return 0, fmt.Errorf("skipped %s: %w: short header: %w", path, ErrCorrupt, err)
+	} else if err != nil {
+		return 0, fmt.Errorf("skipped %s: %w", path, err)
 	}
 	exp, ok := peekExpiry(hdr[:])
 	if !ok {
