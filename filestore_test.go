@@ -411,24 +411,6 @@ func TestMisplacedRecordIsCorrupt(t *testing.T) {
 	require.ErrorIs(t, err, ErrCorrupt)
 }
 
-func TestNoIDOnDisk(t *testing.T) {
-	s := openTest(t, &Options{SweepInterval: -1, NoSync: true})
-	var ids []string
-	for i := range 200 {
-		id := fmt.Sprintf("SeCrEtToKeN%04d", i)
-		ids = append(ids, id)
-		require.NoError(t, s.Save(bg, id, nil, time.Time{}))
-	}
-	err := filepath.WalkDir(s.root, func(p string, d fs.DirEntry, err error) error {
-		require.NoError(t, err)
-		for _, id := range ids {
-			require.NotContains(t, strings.ToLower(p), strings.ToLower(id))
-		}
-		return nil
-	})
-	require.NoError(t, err)
-}
-
 func TestModes(t *testing.T) {
 	old := syscall.Umask(0o077 | 0o200) // trims the owner's write bit too
 	defer syscall.Umask(old)
@@ -543,30 +525,3 @@ func TestOpenConcurrentCreate(t *testing.T) {
 	require.ElementsMatch(t, []string{markerName, dataDir, locksDir}, names)
 }
 
-func TestPlantedFilesAreRefused(t *testing.T) {
-	s := openTest(t, nil)
-	target := filepath.Join(t.TempDir(), "victim")
-	require.NoError(t, os.WriteFile(target, []byte("victim data"), 0o600))
-	plant := map[string]func(path string) error{
-		"symlink": func(p string) error { return os.Symlink(target, p) },
-		"fifo":    func(p string) error { return syscall.Mkfifo(p, 0o600) },
-		"dir":     func(p string) error { return os.Mkdir(p, 0o700) },
-		"hardlink": func(p string) error {
-			return os.Link(target, p)
-		},
-	}
-	for name, mk := range plant {
-		t.Run(name, func(t *testing.T) {
-			id := "planted-" + name
-			r, _ := s.refOf(id)
-			require.NoError(t, os.MkdirAll(r.dir, 0o700))
-			require.NoError(t, mk(r.path()))
-			_, err := s.Load(bg, id)
-			require.ErrorIs(t, err, ErrCorrupt)
-			require.ErrorIs(t, s.Update(bg, id, increment), ErrCorrupt)
-			b, err := os.ReadFile(target)
-			require.NoError(t, err)
-			require.Equal(t, "victim data", string(b))
-		})
-	}
-}

@@ -96,7 +96,7 @@ func TestSweeperVsRefresh(t *testing.T) {
 	const writers, idsEach = 2, 40
 	rounds := 60
 	if testing.Short() {
-		rounds = 15
+		rounds = 5 // TestContentionSweeperVsRefresh covers the same race
 	}
 	if dir, arg, ok := worker(t); ok {
 		s := workerStore(dir, nil)
