@@ -524,4 +524,3 @@ func TestOpenConcurrentCreate(t *testing.T) {
 	}
 	require.ElementsMatch(t, []string{markerName, dataDir, locksDir}, names)
 }
-
