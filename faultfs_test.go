@@ -1,0 +1,250 @@
+package filestore
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// faultFS wraps an fsys and fails calls on demand with a given errno, the
+// way LevelDB's and Pebble's error-injecting filesystems do. Calls count
+// only while it is armed; the Nth counted call fails, and with persistent
+// set so does every one after it. It records every counted call, so tests
+// can check the order of what the engine did around a failure.
+//
+// A failed call has no effect, except Close, which like close(2) releases
+// the descriptor even when it reports an error. faultFS is safe for
+// concurrent use.
+type faultFS struct {
+	inner fsys
+
+	mu         sync.Mutex
+	armed      bool
+	n          int // counted calls so far
+	failAt     int // 1-based; 0 never fails
+	persistent bool
+	errno      syscall.Errno
+	calls      []faultCall
+}
+
+// faultCall is one counted call.
+type faultCall struct {
+	op       string // "open", "sync", "rename", ...
+	path     string // for rename and link, the old path
+	to       string // for rename and link, the new path
+	dir      bool   // a file call on a directory handle
+	readOnly bool   // a file call on a handle opened O_RDONLY
+	failed   bool   // the call was made to fail
+}
+
+func (c faultCall) String() string {
+	s := c.op + " " + filepath.Base(c.path)
+	if c.to != "" {
+		s += " -> " + filepath.Base(c.to)
+	}
+	if c.failed {
+		s += " (failed)"
+	}
+	return s
+}
+
+// arm makes the failAt-th call from now fail with errno, and with
+// persistent every call after it too. It forgets earlier calls.
+func (f *faultFS) arm(failAt int, persistent bool, errno syscall.Errno) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.armed, f.n, f.failAt, f.persistent, f.errno, f.calls = true, 0, failAt, persistent, errno, nil
+}
+
+// disarm stops counting and failing, and returns the calls made while armed.
+func (f *faultFS) disarm() []faultCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.armed = false
+	return f.calls
+}
+
+// fault counts a call and reports whether it must fail.
+func (f *faultFS) fault(c faultCall) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.armed {
+		return false
+	}
+	f.n++
+	c.failed = f.failAt > 0 && (f.n == f.failAt || f.persistent && f.n > f.failAt)
+	f.calls = append(f.calls, c)
+	return c.failed
+}
+
+func (f *faultFS) pathErr(op, path string) error {
+	return &fs.PathError{Op: op, Path: path, Err: f.errno}
+}
+
+func (f *faultFS) linkErr(op, oldpath, newpath string) error {
+	return &os.LinkError{Op: op, Old: oldpath, New: newpath, Err: f.errno}
+}
+
+func (f *faultFS) OpenFile(name string, flag int, perm fs.FileMode) (file, error) {
+	if f.fault(faultCall{op: "open", path: name}) {
+		return nil, f.pathErr("open", name)
+	}
+	inner, err := f.inner.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	ro := flag&(os.O_WRONLY|os.O_RDWR) == 0
+	fi, err := inner.Stat()
+	return &faultFile{fs: f, inner: inner, readOnly: ro, dir: err == nil && fi.IsDir()}, nil
+}
+
+func (f *faultFS) Rename(oldpath, newpath string) error {
+	if f.fault(faultCall{op: "rename", path: oldpath, to: newpath}) {
+		return f.linkErr("rename", oldpath, newpath)
+	}
+	return f.inner.Rename(oldpath, newpath)
+}
+
+func (f *faultFS) Remove(name string) error {
+	if f.fault(faultCall{op: "remove", path: name}) {
+		return f.pathErr("remove", name)
+	}
+	return f.inner.Remove(name)
+}
+
+func (f *faultFS) Mkdir(name string, perm fs.FileMode) error {
+	if f.fault(faultCall{op: "mkdir", path: name}) {
+		return f.pathErr("mkdir", name)
+	}
+	return f.inner.Mkdir(name, perm)
+}
+
+func (f *faultFS) Chmod(name string, mode fs.FileMode) error {
+	if f.fault(faultCall{op: "chmod", path: name}) {
+		return f.pathErr("chmod", name)
+	}
+	return f.inner.Chmod(name, mode)
+}
+
+func (f *faultFS) Lstat(name string) (fs.FileInfo, error) {
+	if f.fault(faultCall{op: "lstat", path: name}) {
+		return nil, f.pathErr("lstat", name)
+	}
+	return f.inner.Lstat(name)
+}
+
+func (f *faultFS) Link(oldname, newname string) error {
+	if f.fault(faultCall{op: "link", path: oldname, to: newname}) {
+		return f.linkErr("link", oldname, newname)
+	}
+	return f.inner.Link(oldname, newname)
+}
+
+// Lock counts as one call; releasing the lock is not counted and never
+// fails, so that an injected fault cannot leave a lock held.
+func (f *faultFS) Lock(ctx context.Context, name string, try bool) (func() error, error) {
+	if f.fault(faultCall{op: "lock", path: name}) {
+		return nil, fmt.Errorf("lock: %w", f.pathErr("open", name))
+	}
+	return f.inner.Lock(ctx, name, try)
+}
+
+// faultFile is a file opened through a faultFS.
+type faultFile struct {
+	fs       *faultFS
+	inner    file
+	readOnly bool
+	dir      bool
+}
+
+func (f *faultFile) call(op string) bool {
+	return f.fs.fault(faultCall{op: op, path: f.inner.Name(), dir: f.dir, readOnly: f.readOnly})
+}
+
+func (f *faultFile) Name() string { return f.inner.Name() }
+
+func (f *faultFile) Read(p []byte) (int, error) {
+	if f.call("read") {
+		return 0, f.fs.pathErr("read", f.Name())
+	}
+	return f.inner.Read(p)
+}
+
+func (f *faultFile) Write(p []byte) (int, error) {
+	if f.call("write") {
+		return 0, f.fs.pathErr("write", f.Name())
+	}
+	return f.inner.Write(p)
+}
+
+func (f *faultFile) Close() error {
+	failed := f.call("close")
+	err := f.inner.Close()
+	if failed {
+		return f.fs.pathErr("close", f.Name())
+	}
+	return err
+}
+
+func (f *faultFile) Sync() error {
+	if f.call("sync") {
+		return f.fs.pathErr("sync", f.Name())
+	}
+	return f.inner.Sync()
+}
+
+func (f *faultFile) Stat() (fs.FileInfo, error) {
+	if f.call("fstat") {
+		return nil, f.fs.pathErr("stat", f.Name())
+	}
+	return f.inner.Stat()
+}
+
+func (f *faultFile) ReadDir(n int) ([]fs.DirEntry, error) {
+	if f.call("readdir") {
+		return nil, f.fs.pathErr("readdirent", f.Name())
+	}
+	return f.inner.ReadDir(n)
+}
+
+func (f *faultFile) Chmod(mode fs.FileMode) error {
+	if f.call("fchmod") {
+		return f.fs.pathErr("chmod", f.Name())
+	}
+	return f.inner.Chmod(mode)
+}
+
+// renameAfterFailedSync returns the first rename or link of a file made
+// after an fsync of that file failed, if any: after a failed fsync the
+// kernel may have dropped the dirty pages, so publishing the file would
+// publish garbage (fsyncgate).
+func renameAfterFailedSync(calls []faultCall) (faultCall, bool) {
+	failed := map[string]bool{}
+	for _, c := range calls {
+		switch {
+		case c.op == "sync" && c.failed && !c.dir:
+			failed[c.path] = true
+		case (c.op == "rename" || c.op == "link") && failed[c.path]:
+			return c, true
+		}
+	}
+	return faultCall{}, false
+}
+
+// ignorable reports whether an operation may succeed although call c
+// failed: closing a descriptor it only read from, and removing a temp file
+// whose content has already been published under another name.
+func ignorable(c faultCall) bool {
+	switch c.op {
+	case "close":
+		return c.readOnly
+	case "remove":
+		return strings.HasPrefix(filepath.Base(c.path), initPrefix)
+	}
+	return false
+}
