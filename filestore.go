@@ -148,10 +148,12 @@ const (
 // Options configures Open. A nil *Options means all defaults; each field's
 // zero value is its default.
 type Options struct {
-	// NoSync skips the fsync of record files and of directories. Records
-	// stay atomic (readers never see a torn record), but writes and
-	// deletes acknowledged shortly before a power failure or kernel crash
-	// may be lost, and a deleted session may come back. A process crash
+	// NoSync skips the fsync of record files and of directories (the
+	// store's creation is synced regardless). While the machine stays up
+	// records stay atomic: readers never see a torn record. After a power
+	// failure or kernel crash, writes and deletes acknowledged shortly
+	// before it may be lost, a deleted session may come back, and a record
+	// written shortly before it may read as ErrCorrupt. A process crash
 	// loses nothing either way.
 	NoSync bool
 

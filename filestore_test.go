@@ -23,6 +23,11 @@ var bg = context.Background()
 // closes it when the test ends.
 func openTest(t testing.TB, opts *Options) *Store {
 	t.Helper()
+	// Fds and goroutines must be back to this baseline once the store is
+	// closed (cleanups run last-registered first, so Close runs before).
+	if _, ok := t.(*testing.T); ok {
+		checkHygiene(t)
+	}
 	o := Options{SweepInterval: -1}
 	if opts != nil {
 		o = *opts

@@ -142,9 +142,14 @@ func (l *locker) lock(ctx context.Context, i int) (unlock func(), err error) {
 		return nil, err
 	}
 	return func() {
-		// Unlocking closes the descriptor, which drops the flock even if
-		// the explicit unlock failed, so there is nothing to retry.
-		_ = release() // error deliberately ignored, see above
+		// flock(LOCK_UN) on a descriptor we hold has no failure mode on
+		// Linux short of a kernel bug. Should it fail, gofrs/flock keeps the
+		// descriptor, and the lock, until the process exits; one retry is
+		// all that could help, and the in-process mutex is released either
+		// way so this process is not wedged.
+		if release() != nil {
+			_ = release() // error deliberately ignored, see above
+		}
 		<-mu
 	}, nil
 }
