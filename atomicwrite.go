@@ -203,6 +203,12 @@ func (s *Store) mkdirAll(dir string) error {
 	if err := s.mkdirAll(parent); err != nil {
 		return err
 	}
+	return s.mkdirIn(parent, dir)
+}
+
+// mkdirIn creates dir (whose parent is parent) with mode 0700 if it does
+// not exist, and syncs parent.
+func (s *Store) mkdirIn(parent, dir string) error {
 	err := s.fs.Mkdir(dir, dirMode)
 	if errors.Is(err, fs.ErrExist) {
 		return nil

@@ -355,24 +355,6 @@ func (s *Store) openRoot(want *layout) (marker, error) {
 	return s.createMarker(marker{Format: "filestore", Version: formatVersion, Layout: l.String(), Stripes: defaultStripes})
 }
 
-// mkdirIn creates dir (whose parent is parent) with mode 0700 if it does
-// not exist, and syncs parent.
-func (s *Store) mkdirIn(parent, dir string) error {
-	err := s.fs.Mkdir(dir, dirMode)
-	if errors.Is(err, fs.ErrExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if s.fixModes {
-		if err := s.fs.Chmod(dir, dirMode); err != nil {
-			return err
-		}
-	}
-	return s.syncDir(parent, syncAfterMkdir)
-}
-
 // Dir returns the store's root directory, as an absolute path.
 func (s *Store) Dir() string { return s.root }
 
