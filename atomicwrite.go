@@ -54,7 +54,7 @@ const (
 	fileMode = 0o600
 	dirMode  = 0o700
 	// createFlags never follows a planted symlink and never reuses a name.
-	createFlags = os.O_WRONLY | os.O_CREATE | os.O_EXCL | noFollow
+	createFlags = os.O_WRONLY | os.O_CREATE | os.O_EXCL | noFollow | noBlock
 )
 
 // writeTemp writes b to a new temp file in dir whose name starts with
@@ -177,7 +177,7 @@ func (s *Store) syncDir(dir string, why syncReason) error {
 	if s.opts.NoSync || s.mutant == why {
 		return nil
 	}
-	d, err := s.fs.OpenFile(dir, os.O_RDONLY|noFollow, 0)
+	d, err := s.fs.OpenFile(dir, os.O_RDONLY|noFollow|noBlock, 0)
 	if err != nil {
 		return err
 	}

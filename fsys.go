@@ -5,6 +5,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"syscall"
 )
 
 // fsys is the seam between the engine and the operating system. Every
@@ -61,7 +62,17 @@ func (osFS) OpenFile(name string, flag int, perm fs.FileMode) (file, error) {
 	return f, nil
 }
 
-func (osFS) Rename(oldpath, newpath string) error      { return os.Rename(oldpath, newpath) }
+// Rename is rename(2) without os.Rename's Lstat of newpath: the os package
+// checks that newpath is not a directory, which rename(2) itself reports
+// (EISDIR) when the source is a file, as ours always are. That is one
+// syscall of a Save.
+func (osFS) Rename(oldpath, newpath string) error {
+	if err := syscall.Rename(oldpath, newpath); err != nil {
+		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
+	}
+	return nil
+}
+
 func (osFS) Remove(name string) error                  { return os.Remove(name) }
 func (osFS) Mkdir(name string, perm fs.FileMode) error { return os.Mkdir(name, perm) }
 func (osFS) Chmod(name string, mode fs.FileMode) error { return os.Chmod(name, mode) }

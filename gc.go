@@ -30,7 +30,7 @@ func (s *Store) walkLevel(ctx context.Context, dir string, level int, fn func(di
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	d, err := s.fs.OpenFile(dir, os.O_RDONLY|noFollow, 0)
+	d, err := s.fs.OpenFile(dir, os.O_RDONLY|noFollow|noBlock, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -183,7 +183,7 @@ func (s *Store) sweep(ctx context.Context, try bool) (int, error) {
 // name. No lock covers them, so only age tells an orphan: a live creating
 // Open holds its temp file for a moment, not staleTempAge.
 func (s *Store) sweepInitTemps() error {
-	d, err := s.fs.OpenFile(s.root, os.O_RDONLY|noFollow, 0)
+	d, err := s.fs.OpenFile(s.root, os.O_RDONLY|noFollow|noBlock, 0)
 	if err != nil {
 		return fmt.Errorf("sweep root: %w", err)
 	}

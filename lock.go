@@ -17,7 +17,7 @@ var errLockBusy = errors.New("filestore: lock is busy")
 
 // lockFlags opens lock files without following a symlink planted at their
 // path, and without handing the descriptor to child processes.
-const lockFlags = os.O_CREATE | os.O_RDONLY | noFollow
+const lockFlags = os.O_CREATE | os.O_RDONLY | noFollow | noBlock
 
 // flockFile takes an exclusive flock(2) on name with a fresh *flock.Flock.
 //
@@ -93,7 +93,7 @@ func newLocker(fsys fsys, dir string, n int, fixModes bool) *locker {
 // ensure creates the lock file at path, mode exactly 0600, if it does not
 // exist. flock would create it too, but with the umask applied.
 func (l *locker) ensure(path string) error {
-	f, err := l.fs.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|noFollow, 0o600)
+	f, err := l.fs.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|noFollow|noBlock, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return nil
 	}

@@ -16,6 +16,11 @@ const (
 	// noFollow makes open fail on a symlink instead of following it.
 	noFollow = syscall.O_NOFOLLOW
 	// noBlock keeps open from blocking on a FIFO planted at a record path.
+	// On regular files and directories, where Linux ignores it, it also
+	// spares os.OpenFile four fcntl calls: given a non-blocking descriptor
+	// the os package does not switch it to non-blocking mode and back
+	// around its failed attempt to add the file to the netpoller. That is
+	// a third of the syscalls of a Save on tmpfs.
 	noBlock = syscall.O_NONBLOCK
 )
 
