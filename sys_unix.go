@@ -24,6 +24,10 @@ const (
 	noBlock = syscall.O_NONBLOCK
 )
 
+// euid is the process's effective uid, read once: os.Geteuid is a system
+// call, and checkRecordFile runs on every read.
+var euid = os.Geteuid()
+
 // checkRecordFile refuses anything at a record path that this store did
 // not write: a non-regular file, a file with other hard links (its content
 // can be changed through another name) or a file owned by another user.
@@ -40,8 +44,8 @@ func checkRecordFile(fi fs.FileInfo) error {
 	if st.Nlink > 1 {
 		return fmt.Errorf("%w: %d hard links", ErrCorrupt, st.Nlink)
 	}
-	if int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("%w: owned by uid %d, not %d", ErrCorrupt, st.Uid, os.Geteuid())
+	if int(st.Uid) != euid {
+		return fmt.Errorf("%w: owned by uid %d, not %d", ErrCorrupt, st.Uid, euid)
 	}
 	return nil
 }
