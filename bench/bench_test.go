@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"encoding/csv"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary act as a worker process of the
+// multi-process section, as the bench binary does.
+func TestMain(m *testing.M) {
+	if os.Getenv(workerEnv) != "" {
+		os.Exit(workerMain(os.Stdin, os.Stdout))
+	}
+	os.Exit(m.Run())
+}
+
+// TestQuickRun runs every section on a tiny population, so that the tool
+// cannot rot: it must produce rows for every section, a CSV and a chart,
+// and filestore must make no errors. It asserts nothing about speed.
+func TestQuickRun(t *testing.T) {
+	tmp := t.TempDir()
+	out := filepath.Join(tmp, "out")
+	cfg, err := parseFlags([]string{
+		"-quick", "-dir", filepath.Join(tmp, "data"), "-out", out,
+		"-pops", "300", "-compare-pop", "300", "-round", "5ms", "-procs", "1,2",
+		"-sessions", "250000",
+	}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if err := run(cfg, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\nstderr: %s", err, stderr.String())
+	}
+	report := stdout.String()
+	for _, want := range []string{"== Comparison", "== Layout grid", "== Processes", "== Targets", "== Recommendation", "use Layout"} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+
+	f, err := os.Open(filepath.Join(out, "results.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := map[string]int{}
+	for i, name := range recs[0] {
+		col[name] = i
+	}
+	seen := map[string]bool{}
+	for _, r := range recs[1:] {
+		sec, w, subj := r[col["section"]], r[col["workload"]], r[col["subject"]]
+		seen[sec+"/"+w+"/"+subj] = true
+		if r[col["errors"]] != "0" && isFilestore(subj) {
+			t.Errorf("%s %s %s %s: %s errors", sec, w, r[col["layout"]], subj, r[col["errors"]])
+		}
+		if r[col["ops"]] == "0" {
+			t.Errorf("%s %s %s: no operations", sec, w, subj)
+		}
+	}
+	for _, want := range []string{
+		"compare/load/filestore", "compare/load/raw", "compare/load/gorilla", "compare/load/diskv",
+		"compare/load/bbolt", "compare/load/memstore", "compare/save/filestore-nosync",
+		"compare/churn/filestore", "compare/sweep/filestore", "compare/sweep/bbolt",
+		"layouts/load/filestore", "layouts/sweep/raw", "procs/load/filestore", "procs/mixed/raw",
+	} {
+		if !seen[want] {
+			t.Errorf("results.csv has no row for %s", want)
+		}
+	}
+	// Sweeps must remove exactly the expired 30%.
+	for _, r := range recs[1:] {
+		if r[col["workload"]] == wlSweep && r[col["removed"]] != "90" {
+			t.Errorf("%s sweep of %s on %s removed %s records, want 90", r[col["subject"]], r[col["sessions"]], r[col["layout"]], r[col["removed"]])
+		}
+	}
+
+	svg, err := os.ReadFile(filepath.Join(out, "chart.svg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(svg, []byte("<svg")) || !bytes.Contains(svg, []byte("<rect")) {
+		t.Errorf("chart.svg is not a bar chart: %.80s", svg)
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "data")); err == nil {
+		if ents, _ := os.ReadDir(filepath.Join(tmp, "data")); len(ents) > 0 {
+			t.Errorf("data directory not cleaned up: %d entries left", len(ents))
+		}
+	}
+}
+
+// TestRecommendAvoidsNoise checks that layouts within 5% of the best are
+// treated as ties broken towards fewer directories.
+func TestRecommendAvoidsNoise(t *testing.T) {
+	r := report{cfg: config{sessions: 10000, layouts: []string{"flat", "1x2", "1x3"}}, targets: []target{{name: "disk"}}}
+	add := func(layout, w string, rate float64) {
+		r.rows = append(r.rows, row{FS: "disk", Section: secLayouts, Workload: w, Pop: 10000, Layout: layout, Subject: subjFilestore, OpsPerSec: rate})
+	}
+	for _, w := range []string{wlLoad, wlSave} {
+		add("flat", w, 500)
+		add("1x2", w, 980)
+		add("1x3", w, 1000)
+	}
+	if got := r.recommend(); !strings.Contains(got, `use Layout "1x2"`) {
+		t.Errorf("recommend() = %q, want 1x2", got)
+	}
+}
+
+func TestHistogramQuantiles(t *testing.T) {
+	var h hist
+	for i := 1; i <= 100; i++ {
+		h.add(time.Duration(i) * time.Microsecond)
+	}
+	if p50 := h.quantile(0.5); p50 < 45 || p50 > 56 {
+		t.Errorf("p50 = %.1fµs, want about 50", p50)
+	}
+	if p99 := h.quantile(0.99); p99 < 88 || p99 > 112 {
+		t.Errorf("p99 = %.1fµs, want about 100", p99)
+	}
+}
+
+func TestParseFlagsRejectsBadInput(t *testing.T) {
+	for _, args := range [][]string{
+		{"-layouts", "3x3"}, {"-pops", "ten"}, {"-payloads", "1"}, {"-sections", "everything"}, {"-dir", ""},
+	} {
+		if _, err := parseFlags(args, 0); err == nil {
+			t.Errorf("parseFlags(%q) succeeded", args)
+		}
+	}
+}
