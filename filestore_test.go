@@ -91,6 +91,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestCompressionShrinksRecords(t *testing.T) {
+	checkHygiene(t)
 	plain := openTest(t, nil)
 	packed := openTest(t, &Options{SweepInterval: -1, Compress: true})
 	data := bytes.Repeat([]byte(`{"user":42,"cart":["apple","pear"]}`), 100)
@@ -263,6 +264,7 @@ func readCounter(t testing.TB, s *Store, id string) int {
 }
 
 func TestInvalidInput(t *testing.T) {
+	checkHygiene(t)
 	s := openTest(t, &Options{SweepInterval: -1, MaxRecordSize: 100})
 	for _, id := range []string{"", strings.Repeat("x", MaxIDLength+1)} {
 		_, err := s.Load(bg, id)
@@ -296,6 +298,7 @@ func TestContextCancelled(t *testing.T) {
 }
 
 func TestLockWaitHonoursContext(t *testing.T) {
+	checkHygiene(t)
 	s := openTest(t, nil)
 	other, err := Open(s.Dir(), &Options{SweepInterval: -1})
 	require.NoError(t, err)
@@ -332,6 +335,7 @@ func TestLockWaitHonoursContext(t *testing.T) {
 }
 
 func TestClose(t *testing.T) {
+	checkHygiene(t)
 	s, err := Open(filepath.Join(t.TempDir(), "s"), &Options{SweepInterval: time.Millisecond})
 	require.NoError(t, err)
 	require.NoError(t, s.Save(bg, "id", []byte("x"), time.Time{}))
@@ -417,6 +421,7 @@ func TestMisplacedRecordIsCorrupt(t *testing.T) {
 }
 
 func TestModes(t *testing.T) {
+	checkHygiene(t)
 	old := syscall.Umask(0o077 | 0o200) // trims the owner's write bit too
 	defer syscall.Umask(old)
 	s, err := Open(filepath.Join(t.TempDir(), "s"), &Options{SweepInterval: -1, Layout: "2x2"})
@@ -445,6 +450,7 @@ func TestModes(t *testing.T) {
 }
 
 func TestOpenLayout(t *testing.T) {
+	checkHygiene(t)
 	dir := filepath.Join(t.TempDir(), "s")
 	s, err := Open(dir, &Options{SweepInterval: -1, Layout: "2x2"})
 	require.NoError(t, err)
@@ -473,6 +479,7 @@ func TestOpenLayout(t *testing.T) {
 }
 
 func TestOpenRefusesForeignDirectory(t *testing.T) {
+	checkHygiene(t)
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "important.txt"), []byte("keep"), 0o600))
 	_, err := Open(dir, nil)
@@ -487,6 +494,7 @@ func TestOpenRefusesForeignDirectory(t *testing.T) {
 }
 
 func TestOpenRefusesUnsafeRoot(t *testing.T) {
+	checkHygiene(t)
 	base := t.TempDir()
 	ww := filepath.Join(base, "ww")
 	require.NoError(t, os.Mkdir(ww, 0o700))
@@ -509,6 +517,7 @@ func TestOpenRefusesUnsafeRoot(t *testing.T) {
 }
 
 func TestOpenConcurrentCreate(t *testing.T) {
+	checkHygiene(t)
 	dir := filepath.Join(t.TempDir(), "s")
 	var wg sync.WaitGroup
 	stores := make([]*Store, 8)

@@ -17,6 +17,7 @@ import (
 // synctest's fake clock: nothing is removed before the interval, expired
 // records are removed after it, live ones never, and Close stops it.
 func TestSweeperRunsOnItsInterval(t *testing.T) {
+	checkHygiene(t)
 	dir := filepath.Join(t.TempDir(), "s")
 	synctest.Test(t, func(t *testing.T) {
 		var logs bytes.Buffer
@@ -52,6 +53,7 @@ func TestSweeperRunsOnItsInterval(t *testing.T) {
 // TestSweeperSkipsWhileAnotherSweeps checks that a sweep round is skipped,
 // not queued, while another store holds the sweep lock.
 func TestSweeperSkipsWhileAnotherSweeps(t *testing.T) {
+	checkHygiene(t)
 	s := openTest(t, nil)
 	other, err := Open(s.Dir(), &Options{SweepInterval: -1})
 	require.NoError(t, err)
@@ -88,6 +90,7 @@ func TestSweepRemovesStaleTempFilesOnly(t *testing.T) {
 }
 
 func TestSweepLogsCorruptRecordsWithoutIDs(t *testing.T) {
+	checkHygiene(t)
 	var logs bytes.Buffer
 	s, err := Open(filepath.Join(t.TempDir(), "s"), &Options{
 		SweepInterval: -1,

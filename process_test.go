@@ -135,6 +135,7 @@ func TestSweeperVsRefresh(t *testing.T) {
 		return
 	}
 
+	checkHygiene(t)
 	dir := filepath.Join(t.TempDir(), "store")
 	s, err := Open(dir, &Options{SweepInterval: -1})
 	require.NoError(t, err)
