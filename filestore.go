@@ -355,7 +355,8 @@ func (s *Store) openRoot(want *layout) (marker, error) {
 	return s.createMarker(marker{Format: "filestore", Version: formatVersion, Layout: l.String(), Stripes: defaultStripes})
 }
 
-// Dir returns the store's root directory, as an absolute path.
+// Dir returns the store's root directory, as an absolute path. Like
+// Layout and MaxRecordSize it never blocks, and works after Close.
 func (s *Store) Dir() string { return s.root }
 
 // MaxRecordSize returns the largest record payload Save accepts, in bytes:
