@@ -32,7 +32,7 @@
 //
 // Errors are wrapped with the failing operation; test them with errors.Is
 // against the sentinels ErrNotFound, ErrCorrupt, ErrInvalidID, ErrTooLarge,
-// ErrClosed, ErrNotStore, ErrUnsafeRoot and ErrLayout. Errors from the
+// ErrClosed, ErrNotStore, ErrUnsafeRoot, ErrLayout and ErrInvalidOption. Errors from the
 // operating system are wrapped unchanged, so errors.Is(err, syscall.ENOSPC)
 // and errors.As(err, new(*fs.PathError)) work; their paths hold hashed names
 // only. A context that ends while a method waits for a lock returns the
@@ -94,6 +94,9 @@ var (
 	// symlink, not a directory, writable by other users, or owned by
 	// another user.
 	ErrUnsafeRoot = errors.New("filestore: unsafe store directory")
+	// ErrInvalidOption is returned by Open for an Options field out of its
+	// range, such as a negative MaxRecordSize.
+	ErrInvalidOption = errors.New("filestore: invalid option")
 	// ErrLayout is returned by Open for a malformed Options.Layout, or one
 	// that differs from the layout recorded in an existing store.
 	ErrLayout = errors.New("filestore: bad shard layout")
@@ -244,7 +247,7 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 	case o.MaxRecordSize == 0:
 		o.MaxRecordSize = DefaultMaxRecordSize
 	case o.MaxRecordSize < 0 || o.MaxRecordSize > maxMaxRecordSize:
-		return nil, fmt.Errorf("filestore: open: MaxRecordSize %d out of range [1, %d]", o.MaxRecordSize, maxMaxRecordSize)
+		return nil, opErr("open", fmt.Errorf("%w: MaxRecordSize %d out of range [1, %d]", ErrInvalidOption, o.MaxRecordSize, maxMaxRecordSize))
 	}
 	if o.SweepInterval == 0 {
 		o.SweepInterval = DefaultSweepInterval

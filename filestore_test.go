@@ -283,8 +283,10 @@ func TestInvalidInput(t *testing.T) {
 	require.ErrorIs(t, s.Save(bg, "big", make([]byte, 101), time.Time{}), ErrTooLarge)
 	require.NoError(t, s.Save(bg, "fits", make([]byte, 100), time.Time{}))
 
-	_, err := Open(t.TempDir(), &Options{MaxRecordSize: -1})
-	require.Error(t, err)
+	for _, size := range []int{-1, maxMaxRecordSize + 1} {
+		_, err := Open(t.TempDir(), &Options{MaxRecordSize: size})
+		require.ErrorIs(t, err, ErrInvalidOption)
+	}
 }
 
 func TestContextCancelled(t *testing.T) {
