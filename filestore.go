@@ -32,10 +32,10 @@
 //
 // Errors are wrapped with the failing operation; test them with errors.Is
 // against the sentinels ErrNotFound, ErrCorrupt, ErrInvalidID, ErrTooLarge,
-// ErrClosed, ErrNotStore, ErrUnsafeRoot, ErrLayout and ErrInvalidOption. Errors from the
-// operating system are wrapped unchanged, so errors.Is(err, syscall.ENOSPC)
-// and errors.As(err, new(*fs.PathError)) work; their paths hold hashed names
-// only. A context that ends while a method waits for a lock returns the
+// ErrClosed, ErrNotStore, ErrUnsafeRoot, ErrLayout and ErrInvalidOption.
+// Errors from the operating system are wrapped unchanged, so
+// errors.Is(err, syscall.ENOSPC) and errors.As(err, new(*fs.PathError))
+// work; their paths hold hashed names only. A context that ends while a method waits for a lock returns the
 // context's error.
 //
 // # Caveats
