@@ -196,10 +196,13 @@ func startWorker(exe string, n int, addr, dataDir string, stdout, stderr io.Writ
 // whether all of them exited cleanly.
 func stopWorkers(live map[int]*child, events <-chan event, log *slog.Logger) bool {
 	for _, c := range live {
+		// The lifeline stays open until the worker has exited: closing it
+		// now would race the SIGTERM, and a worker that saw EOF first
+		// could be killed by the signal while it shut down.
 		if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			log.Warn("signal worker", "worker", c.n, "error", err)
+			c.lifeline.Close() // the worker may not be alive to get a signal
 		}
-		c.lifeline.Close()
 	}
 	clean := true
 	timeout := time.After(stopTimeout)
@@ -210,6 +213,7 @@ func stopWorkers(live map[int]*child, events <-chan event, log *slog.Logger) boo
 				continue
 			}
 			delete(live, ev.c.n)
+			ev.c.lifeline.Close()
 			if ev.err != nil {
 				log.Error("worker did not stop cleanly", "worker", ev.c.n, "error", ev.err)
 				clean = false

@@ -31,13 +31,21 @@ func serveWorker(cfg config, n int, stdout, stderr io.Writer) int {
 	pid := os.Getpid()
 	log := slog.New(slog.NewTextHandler(stderr, nil)).With("worker", n, "pid", pid)
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
+	// The signals stay registered until the process exits: unregistering
+	// them (the stop func NotifyContext returns) would restore SIGTERM's
+	// default action, and a SIGTERM still in flight, or a second one from
+	// Pdeathsig (sent when the supervisor thread that started us exits,
+	// go.dev/issue/27505), would then kill the worker before it had shut
+	// down cleanly. Likewise the lifeline ends the worker through its own
+	// cancel, not through stop.
+	sigCtx, _ := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	ctx, cancel := context.WithCancel(sigCtx)
+	defer cancel()
 	go func() {
 		// Pdeathsig covers this on Linux; the pipe covers every system,
 		// and a supervisor that was killed with SIGKILL.
 		_, _ = io.Copy(io.Discard, os.Stdin)
-		stop()
+		cancel()
 	}()
 
 	fs, err := filestore.Open(cfg.dataDir, &filestore.Options{Logger: log})
@@ -72,8 +80,8 @@ func serveWorker(cfg config, n int, stdout, stderr io.Writer) int {
 		return 1
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
+	sctx, cancelShutdown := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancelShutdown()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Error("shutdown", "error", err)
 		return 1
