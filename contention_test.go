@@ -338,7 +338,7 @@ func remaining(t *testing.T, s *Store, prefix string) int {
 		if !isRecordName(name) {
 			return nil
 		}
-		d, err := s.read(filepath.Join(dir, name))
+		d, err := s.read(filepath.Join(dir, name), "")
 		if errors.Is(err, ErrNotFound) {
 			return nil
 		}

@@ -411,12 +411,9 @@ func (s *Store) Load(ctx context.Context, id string) (Record, error) {
 	if err != nil {
 		return Record{}, opErr("load", err)
 	}
-	d, err := s.read(r.path())
+	d, err := s.read(r.path(), id)
 	if err != nil {
 		return Record{}, opErr("load", err)
-	}
-	if d.id != id {
-		return Record{}, opErr("load", fmt.Errorf("%s: %w: record holds another id", r.path(), ErrCorrupt))
 	}
 	if expired(d.expiry, s.now()) {
 		return Record{}, opErr("load", ErrNotFound)
@@ -424,9 +421,13 @@ func (s *Store) Load(ctx context.Context, id string) (Record, error) {
 	return Record{ID: id, Data: d.data, Expiry: expiryTime(d.expiry)}, nil
 }
 
-// read reads and decodes the record file at path. A missing file is
-// ErrNotFound. The returned data is owned by the caller.
-func (s *Store) read(path string) (decoded, error) {
+// read reads and decodes the record file at path and checks that it belongs
+// there: that it holds id, or, with id empty (a walk, which knows only the
+// file name), an id whose hash is the file's name. A record copied or moved
+// to another record's path is ErrCorrupt, like any other record that is not
+// what this store wrote. A missing file is ErrNotFound. The returned data is
+// owned by the caller.
+func (s *Store) read(path, id string) (decoded, error) {
 	f, err := s.fs.OpenFile(path, os.O_RDONLY|noFollow|noBlock, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return decoded{}, ErrNotFound
@@ -464,6 +465,14 @@ func (s *Store) read(path string) (decoded, error) {
 	d, err := decodeRecord(b[:n], s.opts.MaxRecordSize)
 	if err != nil {
 		return decoded{}, fmt.Errorf("%s: %w", path, err)
+	}
+	misplaced := d.id != id
+	if id == "" {
+		_, h := hashID(d.id)
+		misplaced = h != filepath.Base(path)
+	}
+	if misplaced {
+		return decoded{}, fmt.Errorf("%s: %w: record holds another id", path, ErrCorrupt)
 	}
 	return d, nil
 }
@@ -542,10 +551,8 @@ func (s *Store) Update(ctx context.Context, id string, fn func(cur *Record) (*Re
 	defer unlock()
 
 	var cur *Record
-	d, err := s.read(r.path())
+	d, err := s.read(r.path(), id)
 	switch {
-	case err == nil && d.id != id:
-		return opErr("update", fmt.Errorf("%s: %w: record holds another id", r.path(), ErrCorrupt))
 	case err == nil && !expired(d.expiry, s.now()):
 		cur = &Record{ID: id, Data: d.data, Expiry: expiryTime(d.expiry)}
 	case err == nil, errors.Is(err, ErrNotFound):
@@ -597,7 +604,7 @@ func (s *Store) ForEach(ctx context.Context, fn func(Record) error) error {
 			return nil
 		}
 		path := filepath.Join(dir, name)
-		d, err := s.read(path)
+		d, err := s.read(path, "")
 		switch {
 		case errors.Is(err, ErrNotFound):
 			return nil // deleted since the directory was read
@@ -607,12 +614,6 @@ func (s *Store) ForEach(ctx context.Context, fn func(Record) error) error {
 			}
 			return nil
 		case expired(d.expiry, s.now()):
-			return nil
-		}
-		if _, h := hashID(d.id); h != name {
-			if len(bad) < maxReportedErrors {
-				bad = append(bad, fmt.Errorf("%s: %w: record holds another id", path, ErrCorrupt))
-			}
 			return nil
 		}
 		if err := fn(Record{ID: d.id, Data: d.data, Expiry: expiryTime(d.expiry)}); err != nil {

@@ -230,17 +230,14 @@ func (s *Store) sweepEntry(ctx context.Context, dir, name string) (bool, error) 
 		defer unlock()
 		// Check again under the lock: the session may have been refreshed
 		// since we peeked (Tomcat CVE-2022-23181 is this race).
-		d, err := s.read(path)
+		// read refuses a record under another id's name: it is corrupt, and
+		// corrupt records are evidence, never swept.
+		d, err := s.read(path, "")
 		if errors.Is(err, ErrNotFound) {
 			return false, nil
 		}
 		if err != nil {
 			return false, fmt.Errorf("skipped: %w", err)
-		}
-		// A record under another id's name was copied or moved here: it is
-		// corrupt, and corrupt records are evidence, never swept.
-		if _, h := hashID(d.id); h != name {
-			return false, fmt.Errorf("skipped %s: %w: record holds another id", path, ErrCorrupt)
 		}
 		if !expired(d.expiry, s.now()) {
 			return false, nil
