@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 
 	"github.com/gofrs/flock"
 )
@@ -78,12 +77,12 @@ type locker struct {
 	fs       fsys
 	dir      string // <root>/locks
 	stripes  []chan struct{}
-	made     []atomic.Bool // this process has seen stripe i's lock file
-	fixModes bool          // the umask trims mode bits: chmod new lock files
+	made     []bool // stripe i's lock file exists; guarded by stripes[i]
+	fixModes bool   // the umask trims mode bits: chmod new lock files
 }
 
 func newLocker(fsys fsys, dir string, n int, fixModes bool) *locker {
-	l := &locker{fs: fsys, dir: dir, stripes: make([]chan struct{}, n), made: make([]atomic.Bool, n), fixModes: fixModes}
+	l := &locker{fs: fsys, dir: dir, stripes: make([]chan struct{}, n), made: make([]bool, n), fixModes: fixModes}
 	for i := range l.stripes {
 		l.stripes[i] = make(chan struct{}, 1)
 	}
@@ -129,12 +128,12 @@ func (l *locker) lock(ctx context.Context, i int) (unlock func(), err error) {
 		return nil, ctx.Err()
 	}
 	path := l.stripePath(i)
-	if !l.made[i].Load() {
+	if !l.made[i] {
 		if err := l.ensure(path); err != nil {
 			<-mu
 			return nil, fmt.Errorf("lock: %w", err)
 		}
-		l.made[i].Store(true)
+		l.made[i] = true
 	}
 	release, err := l.fs.Lock(ctx, path, false)
 	if err != nil {
