@@ -11,7 +11,7 @@ import (
 // fsys is the seam between the engine and the operating system. Every
 // filesystem call the engine makes goes through it, so tests can put a fault
 // injector or a power-loss simulator in its place. The real implementation,
-// osFS, is a thin layer over the os package and gofrs/flock.
+// osFS, is a thin layer over system calls, the os package and gofrs/flock.
 //
 // Paths are always absolute paths built by layout.go; they never contain a
 // raw session id.
@@ -53,13 +53,10 @@ type file interface {
 // osFS is the real fsys.
 type osFS struct{}
 
+// OpenFile opens a bare-descriptor file on Linux (see fdFile) and an
+// *os.File elsewhere.
 func (osFS) OpenFile(name string, flag int, perm fs.FileMode) (file, error) {
-	f, err := os.OpenFile(name, flag, perm)
-	if err != nil {
-		// Return a nil interface, not a typed nil *os.File.
-		return nil, err
-	}
-	return f, nil
+	return openFD(name, flag, perm)
 }
 
 // Rename is rename(2) without os.Rename's Lstat of newpath: the os package

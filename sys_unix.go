@@ -19,8 +19,9 @@ const (
 	// On regular files and directories, where Linux ignores it, it also
 	// spares os.OpenFile four fcntl calls: given a non-blocking descriptor
 	// the os package does not switch it to non-blocking mode and back
-	// around its failed attempt to add the file to the netpoller. That is
-	// a third of the syscalls of a Save on tmpfs.
+	// around its failed attempt to add the file to the netpoller. That
+	// matters where os.OpenFile still opens our files: gofrs/flock's lock
+	// files, and every file off Linux (see fdFile).
 	noBlock = syscall.O_NONBLOCK
 )
 
