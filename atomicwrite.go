@@ -67,7 +67,8 @@ func (s *Store) writeTemp(dir, prefix string, b []byte) (string, error) {
 		err  error
 	)
 	for range 8 {
-		path = filepath.Join(dir, prefix+strconv.FormatUint(rand.Uint64(), 36))
+		// dir is clean (see recordPath), so concatenation is filepath.Join.
+		path = dir + string(filepath.Separator) + prefix + strconv.FormatUint(rand.Uint64(), 36)
 		f, err = s.fs.OpenFile(path, createFlags, fileMode)
 		if !errors.Is(err, fs.ErrExist) {
 			break
@@ -112,11 +113,11 @@ func (s *Store) fillTemp(f file, b []byte) error {
 	return nil
 }
 
-// replaceLocked atomically replaces the record named hex in dir with b,
-// creating the shard directories if needed. The record's stripe lock must
-// be held.
-func (s *Store) replaceLocked(dir, hex string, b []byte) error {
-	prefix := tempPrefix + hex + "-"
+// replaceLocked atomically replaces r's record with b, creating the shard
+// directories if needed. The record's stripe lock must be held.
+func (s *Store) replaceLocked(r ref, b []byte) error {
+	dir := r.dir
+	prefix := tempPrefix + r.hex + "-"
 	tmp, err := s.writeTemp(dir, prefix, b)
 	if errors.Is(err, fs.ErrNotExist) {
 		// First record in this shard: create the shard directories, once.
@@ -128,7 +129,7 @@ func (s *Store) replaceLocked(dir, hex string, b []byte) error {
 	if err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
-	if err := s.fs.Rename(tmp, filepath.Join(dir, hex)); err != nil {
+	if err := s.fs.Rename(tmp, r.file); err != nil {
 		_ = s.fs.Remove(tmp) // error deliberately ignored: already failing
 		return fmt.Errorf("write: %w", err)
 	}
@@ -140,11 +141,12 @@ func (s *Store) replaceLocked(dir, hex string, b []byte) error {
 	return nil
 }
 
-// removeLocked unlinks the record named hex in dir and syncs dir, so that a
+// removeLocked unlinks r's record and syncs its directory, so that a
 // deleted session (a logout) cannot come back after a crash. It reports
 // whether there was a record. The record's stripe lock must be held.
-func (s *Store) removeLocked(dir, hex string) (bool, error) {
-	err := s.fs.Remove(filepath.Join(dir, hex))
+func (s *Store) removeLocked(r ref) (bool, error) {
+	dir := r.dir
+	err := s.fs.Remove(r.file)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}

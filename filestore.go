@@ -373,11 +373,12 @@ func (s *Store) Layout() string { return s.layout.String() }
 type ref struct {
 	sum    [32]byte
 	hex    string
-	dir    string
+	dir    string // the shard directory
+	file   string // the record's path, dir/hex
 	stripe int
 }
 
-func (r ref) path() string { return filepath.Join(r.dir, r.hex) }
+func (r ref) path() string { return r.file }
 
 // refOf validates id and locates its record.
 func (s *Store) refOf(id string) (ref, error) {
@@ -385,7 +386,8 @@ func (s *Store) refOf(id string) (ref, error) {
 		return ref{}, fmt.Errorf("%w: length %d not in [1, %d]", ErrInvalidID, len(id), MaxIDLength)
 	}
 	sum, hex := hashID(id)
-	return ref{sum: sum, hex: hex, dir: s.layout.shardDir(s.data, hex), stripe: s.locks.stripeOf(sum)}, nil
+	dir, file := s.layout.recordPath(s.data, hex)
+	return ref{sum: sum, hex: hex, dir: dir, file: file, stripe: s.locks.stripeOf(sum)}, nil
 }
 
 // begin checks that the store is open and the context live, and locates id.
@@ -499,7 +501,7 @@ func (s *Store) Save(ctx context.Context, id string, data []byte, expiry time.Ti
 		return opErr("save", err)
 	}
 	defer unlock()
-	if err := s.replaceLocked(r.dir, r.hex, b); err != nil {
+	if err := s.replaceLocked(r, b); err != nil {
 		return opErr("save", err)
 	}
 	return nil
@@ -520,7 +522,7 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 		return opErr("delete", err)
 	}
 	defer unlock()
-	if _, err := s.removeLocked(r.dir, r.hex); err != nil {
+	if _, err := s.removeLocked(r); err != nil {
 		return opErr("delete", err)
 	}
 	return nil
@@ -566,7 +568,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(cur *Record) (*Re
 		return err
 	}
 	if next == nil {
-		if _, err := s.removeLocked(r.dir, r.hex); err != nil {
+		if _, err := s.removeLocked(r); err != nil {
 			return opErr("update", err)
 		}
 		return nil
@@ -578,7 +580,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(cur *Record) (*Re
 		return opErr("update", fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(next.Data), s.opts.MaxRecordSize))
 	}
 	b := encodeRecord(id, next.Data, next.Expiry, rand.Uint64(), s.opts.Compress)
-	if err := s.replaceLocked(r.dir, r.hex, b); err != nil {
+	if err := s.replaceLocked(r, b); err != nil {
 		return opErr("update", err)
 	}
 	return nil
@@ -603,7 +605,7 @@ func (s *Store) ForEach(ctx context.Context, fn func(Record) error) error {
 		if !isRecordName(name) {
 			return nil
 		}
-		path := filepath.Join(dir, name)
+		path := dir + string(filepath.Separator) + name // dir is clean: see walk
 		d, err := s.read(path, "")
 		switch {
 		case errors.Is(err, ErrNotFound):

@@ -217,7 +217,7 @@ func (s *Store) sweepInitTemps() error {
 // removed it. It removes only record files whose record has expired and
 // temp files older than staleTempAge, each under its record's lock.
 func (s *Store) sweepEntry(ctx context.Context, dir, name string) (bool, error) {
-	path := filepath.Join(dir, name)
+	path := dir + string(filepath.Separator) + name // dir is clean: see walk
 	if isRecordName(name) {
 		exp, err := s.peekExpiry(path)
 		if err != nil || !expired(exp, s.now()) {

@@ -80,14 +80,24 @@ func hashID(id string) ([32]byte, string) {
 	return sum, hex.EncodeToString(sum[:])
 }
 
-// shardDir returns the directory that holds the record named by hex.
-func (l layout) shardDir(data, hex string) string {
-	parts := make([]string, 0, l.levels+1)
-	parts = append(parts, data)
+// recordPath returns the path of the record named by hex under the data
+// directory, and the shard directory that holds it (a prefix of the path).
+// data is absolute and clean and the other parts are hex digits, so plain
+// concatenation builds what filepath.Join would, in one allocation and
+// without Join's Clean (which was a tenth of a Load's CPU time).
+func (l layout) recordPath(data, hex string) (dir, path string) {
+	var b strings.Builder
+	b.Grow(len(data) + l.levels*(l.width+1) + 1 + len(hex))
+	b.WriteString(data)
 	for i := range l.levels {
-		parts = append(parts, hex[i*l.width:(i+1)*l.width])
+		b.WriteByte(filepath.Separator)
+		b.WriteString(hex[i*l.width : (i+1)*l.width])
 	}
-	return filepath.Join(parts...)
+	dirLen := b.Len()
+	b.WriteByte(filepath.Separator)
+	b.WriteString(hex)
+	path = b.String()
+	return path[:dirLen], path
 }
 
 // isShardName reports whether name is a shard directory name for this
