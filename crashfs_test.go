@@ -361,6 +361,42 @@ func (m *crashFS) Lock(ctx context.Context, name string, try bool) (func() error
 	return func() error { <-mu; return nil }, nil
 }
 
+// OpenLock opens the existing lock file name; its locks are the in-memory
+// locks Lock takes, so the two exclude each other as flock's do.
+func (m *crashFS) OpenLock(name string) (lockFile, error) {
+	f, err := m.openFile(name, os.O_RDONLY, 0)
+	m.mu.Lock()
+	if err == nil && f.node.dir {
+		err = pathErr("open", name, syscall.EISDIR)
+	}
+	mu, ok := m.locks[name]
+	if !ok {
+		mu = make(chan struct{}, 1)
+		m.locks[name] = mu
+	}
+	m.mu.Unlock()
+	m.done("openlock", name)
+	if err != nil {
+		return nil, err
+	}
+	return memLock(mu), nil
+}
+
+// memLock is a crashFS lock file kept open.
+type memLock chan struct{}
+
+func (l memLock) TryLock() error {
+	select {
+	case l <- struct{}{}:
+		return nil
+	default:
+		return errLockBusy
+	}
+}
+
+func (l memLock) Unlock() error { <-l; return nil }
+func (l memLock) Close() error  { return nil }
+
 // crash returns the filesystem a reboot after a power loss right now would
 // find, with everything on it durable. rng is used only by keepRandom.
 func (m *crashFS) crash(mode crashMode, rng *rand.Rand) *crashFS {

@@ -154,6 +154,36 @@ func (f *faultFS) Lock(ctx context.Context, name string, try bool) (func() error
 	return f.inner.Lock(ctx, name, try)
 }
 
+// OpenLock counts as one call, and so does each TryLock of the lock file it
+// returns; as with Lock, releasing is not counted and never fails.
+func (f *faultFS) OpenLock(name string) (lockFile, error) {
+	if f.fault(faultCall{op: "openlock", path: name}) {
+		return nil, f.pathErr("open", name)
+	}
+	inner, err := f.inner.OpenLock(name)
+	if err != nil {
+		return nil, err
+	}
+	return &faultLock{fs: f, inner: inner, name: name}, nil
+}
+
+// faultLock is a lock file opened through a faultFS.
+type faultLock struct {
+	fs    *faultFS
+	inner lockFile
+	name  string
+}
+
+func (l *faultLock) TryLock() error {
+	if l.fs.fault(faultCall{op: "lock", path: l.name}) {
+		return l.fs.pathErr("flock", l.name)
+	}
+	return l.inner.TryLock()
+}
+
+func (l *faultLock) Unlock() error { return l.inner.Unlock() }
+func (l *faultLock) Close() error  { return l.inner.Close() }
+
 // faultFile is a file opened through a faultFS.
 type faultFile struct {
 	fs       *faultFS

@@ -646,15 +646,18 @@ func (e fnError) Error() string { return e.err.Error() }
 const maxReportedErrors = 16
 
 // Close stops the background sweeper, waiting for a sweep in progress to
-// finish. Every later call of a Store method, Close included, returns
-// ErrClosed. Close does not wait for other methods running concurrently;
-// they complete normally.
+// finish, and closes the lock files the store keeps open, waiting for any
+// Save, Delete or Update in flight to release its record's lock first (so
+// Close must not be called from inside an Update's fn). Every later call of
+// a Store method, Close included, returns ErrClosed. Methods already
+// running when Close is called complete normally.
 func (s *Store) Close() error {
 	err := ErrClosed
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.stop()
 		s.sweeping.Wait()
+		s.locks.close()
 		err = nil
 	})
 	if err != nil {

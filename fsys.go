@@ -36,6 +36,23 @@ type fsys interface {
 	// waiting; otherwise it waits until ctx is done. The returned func
 	// releases the lock and must be called exactly once.
 	Lock(ctx context.Context, name string, try bool) (unlock func() error, err error)
+	// OpenLock opens the existing lock file name to be locked and unlocked
+	// many times through one descriptor (see lockFile).
+	OpenLock(name string) (lockFile, error)
+}
+
+// lockFile is a lock file kept open between acquisitions: the uncontended
+// path of a stripe lock, which needs no open or close (see locker.lock).
+// It is not safe for concurrent use; its stripe's mutex guards it.
+type lockFile interface {
+	// TryLock takes an exclusive advisory lock without waiting. It returns
+	// errLockBusy if another descriptor holds the lock, and errLockStale,
+	// not holding it, if the file has been unlinked since it was opened.
+	TryLock() error
+	// Unlock releases the lock TryLock took.
+	Unlock() error
+	// Close closes the descriptor, releasing any lock it holds.
+	Close() error
 }
 
 // file is the part of *os.File the engine uses.
@@ -79,3 +96,5 @@ func (osFS) Link(oldname, newname string) error        { return os.Link(oldname,
 func (osFS) Lock(ctx context.Context, name string, try bool) (func() error, error) {
 	return flockFile(ctx, name, try)
 }
+
+func (osFS) OpenLock(name string) (lockFile, error) { return openLockFile(name) }

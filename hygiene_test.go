@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,17 +51,34 @@ type hygiene struct {
 // or goroutine that was not in the snapshot is still there. It returns the
 // same check as a func, for tests that want to check at a point of their
 // choosing as well; the check may run any number of times.
+//
+// Only a test's first call takes a snapshot; later calls return the first
+// check. A store keeps lock files open between operations until it is
+// closed, so a second snapshot taken while an earlier store is open would
+// report that store's lock files, opened later, as leaked by the second.
+// The first check runs last, after every store of the test is closed, and
+// sees everything a later one would.
 func checkHygiene(t testing.TB) func() {
 	t.Helper()
+	if check, ok := hygieneChecks.Load(t); ok {
+		return check.(func())
+	}
 	warmUp()
 	base := snapshotHygiene(t)
 	check := func() {
 		t.Helper()
 		base.requireSettled(t)
 	}
-	t.Cleanup(check)
+	hygieneChecks.Store(t, check)
+	t.Cleanup(func() {
+		check()
+		hygieneChecks.Delete(t)
+	})
 	return check
 }
+
+// hygieneChecks maps a test to its hygiene check.
+var hygieneChecks sync.Map
 
 // warmUp makes the process allocate what it allocates once and keeps, so
 // that it is in the baseline rather than reported as a leak: the runtime's

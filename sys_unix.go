@@ -82,3 +82,65 @@ func umaskTrims() bool {
 	}
 	return true
 }
+
+// fdLock is osFS's lockFile: flock(2) on a descriptor kept open.
+type fdLock struct {
+	fd   int
+	name string
+}
+
+func openLockFile(name string) (lockFile, error) {
+	for {
+		fd, err := syscall.Open(name, syscall.O_RDONLY|syscall.O_CLOEXEC|noFollow|noBlock, 0)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+		}
+		return &fdLock{fd: fd, name: name}, nil
+	}
+}
+
+func (l *fdLock) TryLock() error {
+	for {
+		err := syscall.Flock(l.fd, syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.EWOULDBLOCK {
+			return errLockBusy
+		}
+		if err != nil {
+			return &fs.PathError{Op: "flock", Path: l.name, Err: err}
+		}
+		break
+	}
+	// A lock file that is no longer linked excludes nobody who opens the
+	// path now; the fstat costs no path lookup.
+	var st syscall.Stat_t
+	if err := syscall.Fstat(l.fd, &st); err != nil || st.Nlink == 0 {
+		_ = syscall.Flock(l.fd, syscall.LOCK_UN) // error deliberately ignored: the caller closes the descriptor
+		if err != nil {
+			return &fs.PathError{Op: "fstat", Path: l.name, Err: err}
+		}
+		return errLockStale
+	}
+	return nil
+}
+
+func (l *fdLock) Unlock() error {
+	if err := syscall.Flock(l.fd, syscall.LOCK_UN); err != nil {
+		return &fs.PathError{Op: "flock", Path: l.name, Err: err}
+	}
+	return nil
+}
+
+// Close closes the descriptor, which drops any lock it holds. It is not
+// retried on EINTR: the descriptor is gone whatever close(2) returns.
+func (l *fdLock) Close() error {
+	if err := syscall.Close(l.fd); err != nil {
+		return &fs.PathError{Op: "close", Path: l.name, Err: err}
+	}
+	return nil
+}

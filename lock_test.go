@@ -1,0 +1,146 @@
+package filestore
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// twoStores opens two Stores on one directory. Each has its own in-process
+// mutexes, so only the lock files exclude one from the other, exactly as
+// between two processes.
+func twoStores(t *testing.T) (*Store, *Store) {
+	a := openTest(t, nil)
+	b, err := Open(a.Dir(), &Options{SweepInterval: -1})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	return a, b
+}
+
+// holdLock makes s hold id's lock, in an Update, until the returned func is
+// called; that func waits for the Update to return.
+func holdLock(t *testing.T, s *Store, id string) (release func()) {
+	held, done := make(chan struct{}), make(chan error, 1)
+	stop := make(chan struct{})
+	go func() {
+		done <- s.Update(bg, id, func(r *Record) (*Record, error) {
+			close(held)
+			<-stop
+			return r, nil
+		})
+	}()
+	<-held
+	var once sync.Once
+	let := func() { once.Do(func() { close(stop) }) }
+	// If the test fails while the lock is held, let go before the stores'
+	// Close (registered earlier, so run later) waits for it.
+	t.Cleanup(let)
+	return func() {
+		let()
+		require.NoError(t, <-done)
+	}
+}
+
+// requireExcluded checks that s cannot take id's lock: a Save waits, and
+// gives up when its context ends.
+func requireExcluded(t *testing.T, s *Store, id string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	err := s.Save(ctx, id, []byte("late"), time.Time{})
+	require.ErrorIs(t, err, context.DeadlineExceeded, "Save did not wait for a lock held elsewhere")
+}
+
+// TestKeptLockFilesExclude: a store's kept-open lock files exclude another
+// store both ways, whichever took its lock first, and a release lets the
+// other in.
+func TestKeptLockFilesExclude(t *testing.T) {
+	a, b := twoStores(t)
+	const id = "shared"
+	require.NoError(t, a.Save(bg, id, []byte("a"), time.Time{})) // a now keeps the stripe's lock file open
+
+	release := holdLock(t, b, id)
+	requireExcluded(t, a, id)
+	release()
+	require.NoError(t, a.Save(bg, id, []byte("a2"), time.Time{}))
+
+	release = holdLock(t, a, id)
+	requireExcluded(t, b, id)
+	release()
+	require.NoError(t, b.Save(bg, id, []byte("b"), time.Time{}))
+}
+
+// TestDeletedLockFilesStillExclude removes every lock file while two stores
+// keep theirs open, as an operator "cleaning up stale locks" might. A store
+// must notice that its kept descriptor no longer names the lock file and
+// reopen the path, or the two would lock different inodes and exclude
+// nothing.
+func TestDeletedLockFilesStillExclude(t *testing.T) {
+	a, b := twoStores(t)
+	const id = "shared"
+	require.NoError(t, a.Save(bg, id, []byte("a"), time.Time{}))
+	require.NoError(t, b.Save(bg, id, []byte("b"), time.Time{}))
+
+	locks, err := filepath.Glob(filepath.Join(a.Dir(), locksDir, "stripe-*.lock"))
+	require.NoError(t, err)
+	require.NotEmpty(t, locks)
+	for _, p := range locks {
+		require.NoError(t, os.Remove(p))
+	}
+
+	release := holdLock(t, b, id) // b recreates the lock file and locks it
+	requireExcluded(t, a, id)     // a's old descriptor is for the removed file
+	release()
+	require.NoError(t, a.Save(bg, id, []byte("a2"), time.Time{}))
+	rec, err := b.Load(bg, id)
+	require.NoError(t, err)
+	require.Equal(t, "a2", string(rec.Data))
+
+	for _, p := range locks {
+		if fi, err := os.Stat(p); err == nil {
+			require.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), "recreated %s", filepath.Base(p))
+		}
+	}
+}
+
+// TestCloseWaitsForLockHolders: Close waits for an Update in flight to
+// release its lock before closing the lock files, the Update completes
+// normally, and nothing stays open.
+func TestCloseWaitsForLockHolders(t *testing.T) {
+	s := openTest(t, nil)
+	const id = "busy"
+	require.NoError(t, s.Save(bg, id, []byte("1"), time.Time{}))
+	release := holdLock(t, s, id)
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while an Update held a lock", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	release() // the Update returns nil: it completed normally
+	require.NoError(t, <-closed)
+	require.ErrorIs(t, s.Close(), ErrClosed)
+}
+
+// TestLockerAfterClose: a stripe taken after the locker closed (by a method
+// that was already running when Close was called) still excludes, through
+// a fresh descriptor that it does not keep.
+func TestLockerAfterClose(t *testing.T) {
+	a, b := twoStores(t)
+	const id = "late"
+	r, err := a.refOf(id)
+	require.NoError(t, err)
+	a.locks.close()
+	unlock, err := a.locks.lock(bg, r.stripe)
+	require.NoError(t, err)
+	requireExcluded(t, b, id)
+	unlock()
+	require.Nil(t, a.locks.held[r.stripe], "a closed locker kept a lock file open")
+	require.NoError(t, b.Save(bg, id, []byte("b"), time.Time{}))
+}
