@@ -103,6 +103,13 @@ func (s *Store) fillTemp(f file, b []byte) error {
 	if _, err := f.Write(b); err != nil {
 		return err
 	}
+	if exp, ok := peekExpiry(b); ok {
+		// The sweeper's hint (see sweepEntry), set after the last write,
+		// which would reset it, and before the fsync, which makes it
+		// durable with the data. Its error is ignored: a record without
+		// the hint is merely examined more closely.
+		_ = f.SetModTime(expiryHint(exp))
+	}
 	s.at(hookWritten)
 	if !s.opts.NoSync && s.mutant != syncFile {
 		if err := f.Sync(); err != nil {

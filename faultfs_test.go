@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // faultFS wraps an fsys and fails calls on demand with a given errno, the
@@ -248,6 +249,10 @@ func (f *faultFile) Chmod(mode fs.FileMode) error {
 	}
 	return f.inner.Chmod(mode)
 }
+
+// SetModTime is not counted and never fails: the engine ignores its
+// error, since the hint it sets is never needed for correctness.
+func (f *faultFile) SetModTime(t time.Time) error { return f.inner.SetModTime(t) }
 
 // renameAfterFailedSync returns the first rename or link of a file made
 // after an fsync of that file failed, if any: after a failed fsync the

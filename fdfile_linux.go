@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // fdFile is an open file as a bare descriptor, the file osFS hands out on
@@ -139,6 +140,39 @@ func (f *fdFile) ReadDir(n int) ([]fs.DirEntry, error) {
 		f.dir = os.NewFile(uintptr(f.fd), f.name)
 	}
 	return f.dir.ReadDir(n)
+}
+
+// utimeOmit leaves a timestamp unchanged (UTIME_OMIT in utimensat(2)).
+const utimeOmit = (1 << 30) - 2
+
+// SetModTime is futimens(2): the modification time only, through the
+// descriptor, with no path lookup.
+func (f *fdFile) SetModTime(t time.Time) error {
+	if f.fd < 0 {
+		return f.fail("utimes", os.ErrClosed)
+	}
+	ts := [2]syscall.Timespec{{Nsec: utimeOmit}, syscall.NsecToTimespec(t.UnixNano())}
+	// utimensat(fd, NULL, times, 0) is futimens(fd, times).
+	_, _, errno := syscall.Syscall6(syscall.SYS_UTIMENSAT, uintptr(f.fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if errno != 0 {
+		return f.fail("utimes", errno)
+	}
+	return nil
+}
+
+// tempBorn is the earlier of fi's modification and status-change (ctime)
+// times: what a temp file's age is counted from. A temp file's
+// modification time may hold its record's expiry hint, in the future; its
+// ctime, which cannot be set, is then when the writer last touched it.
+// Without a Stat_t it is the modification time.
+func tempBorn(fi fs.FileInfo) time.Time {
+	t := fi.ModTime()
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if c := time.Unix(st.Ctim.Unix()); c.Before(t) {
+			t = c
+		}
+	}
+	return t
 }
 
 // Close closes the descriptor. It is not retried on EINTR: on Linux the

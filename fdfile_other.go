@@ -5,6 +5,7 @@ package filestore
 import (
 	"io/fs"
 	"os"
+	"time"
 )
 
 // openFD is os.OpenFile where the descriptor-based file of fdfile_linux.go
@@ -12,8 +13,17 @@ import (
 func openFD(name string, flag int, perm fs.FileMode) (file, error) {
 	f, err := os.OpenFile(name, flag, perm)
 	if err != nil {
-		// Return a nil interface, not a typed nil *os.File.
+		// Return a nil interface, not a typed nil.
 		return nil, err
 	}
-	return f, nil
+	return osFile{f}, nil
 }
+
+// osFile is an *os.File that does not keep the sweeper's expiry hint: off
+// Linux the modification time is what tells a temp file's age.
+type osFile struct{ *os.File }
+
+func (osFile) SetModTime(time.Time) error { return nil }
+
+// tempBorn is the modification time: see osFile.
+func tempBorn(fi fs.FileInfo) time.Time { return fi.ModTime() }

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
+	"time"
 )
 
 // fsys is the seam between the engine and the operating system. Every
@@ -64,6 +65,11 @@ type file interface {
 	Stat() (fs.FileInfo, error)
 	ReadDir(n int) ([]fs.DirEntry, error)
 	Chmod(mode fs.FileMode) error
+	// SetModTime sets the file's modification time, where the engine
+	// keeps a record's expiry as a hint for the sweeper (see sweepEntry).
+	// An implementation may ignore it: a file without the hint is only
+	// examined more closely.
+	SetModTime(t time.Time) error
 	Name() string
 }
 

@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -213,15 +213,43 @@ func (s *Store) sweepInitTemps() error {
 	return nil
 }
 
+// expiryHint is the modification time a record file is given: its expiry,
+// or for a record that never expires the latest expiry a record can hold.
+func expiryHint(exp int64) time.Time {
+	if exp == 0 {
+		exp = math.MaxInt64
+	}
+	return time.Unix(0, exp)
+}
+
 // sweepEntry handles one name in a shard directory and reports whether it
 // removed it. It removes only record files whose record has expired and
 // temp files older than staleTempAge, each under its record's lock.
+//
+// Every write sets a record file's modification time to the record's
+// expiry (expiryHint), so one lstat tells a live record from a candidate
+// without opening it. The hint is trusted only to skip: a file whose
+// modification time is in the future was written by a Save or Update that
+// set it, with an expiry that has not come. Anything else (a past hint, a
+// record written before hints existed, a file copied without its times) is
+// a candidate, read and checked under its lock before it is removed.
 func (s *Store) sweepEntry(ctx context.Context, dir, name string) (bool, error) {
 	path := dir + string(filepath.Separator) + name // dir is clean: see walk
 	if isRecordName(name) {
-		exp, err := s.peekExpiry(path)
-		if err != nil || !expired(exp, s.now()) {
-			return false, err
+		fi, err := s.fs.Lstat(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("skipped %s: %w", path, err)
+		}
+		if err := checkRecordFile(fi); err != nil {
+			// A symlink, directory, FIFO, hard link or foreign file: corrupt
+			// whatever it holds, as read says. Reported, never removed.
+			return false, fmt.Errorf("skipped %s: %w", path, err)
+		}
+		if fi.ModTime().After(s.now()) {
+			return false, nil
 		}
 		unlock, err := s.locks.lock(ctx, stripeOfHex(s.locks, name))
 		if err != nil {
@@ -229,7 +257,7 @@ func (s *Store) sweepEntry(ctx context.Context, dir, name string) (bool, error) 
 		}
 		defer unlock()
 		// Check again under the lock: the session may have been refreshed
-		// since we peeked (Tomcat CVE-2022-23181 is this race).
+		// since its lstat (Tomcat CVE-2022-23181 is this race).
 		// read refuses a record under another id's name: it is corrupt, and
 		// corrupt records are evidence, never swept.
 		d, err := s.read(path, "")
@@ -259,7 +287,10 @@ func (s *Store) sweepEntry(ctx context.Context, dir, name string) (bool, error) 
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
-	if err != nil || !fi.Mode().IsRegular() || s.now().Sub(fi.ModTime()) < staleTempAge {
+	// The age is only an economy: a writer holds the record's lock for as
+	// long as its temp file lives, so a young temp file would just make us
+	// wait for it. Safety comes from the lock below.
+	if err != nil || !fi.Mode().IsRegular() || s.now().Sub(tempBorn(fi)) < staleTempAge {
 		return false, err
 	}
 	// A writer holds the record's lock for the whole life of its temp
@@ -274,45 +305,6 @@ func (s *Store) sweepEntry(ctx context.Context, dir, name string) (bool, error) 
 		return false, nil
 	}
 	return err == nil, err
-}
-
-// peekExpiry reads just the header of the record at path and returns its
-// expiry field, unverified. A missing file has no expiry to act on; a file
-// whose header is unreadable is reported so the sweep can log it.
-func (s *Store) peekExpiry(path string) (int64, error) {
-	f, err := s.fs.OpenFile(path, os.O_RDONLY|noFollow|noBlock, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
-	}
-	if errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENXIO) {
-		// A symlink or a socket planted at the record path.
-		return 0, fmt.Errorf("skipped %s: %w: %w", path, ErrCorrupt, err)
-	}
-	if err != nil {
-		// An I/O error says nothing about the record.
-		return 0, fmt.Errorf("skipped %s: %w", path, err)
-	}
-	defer f.Close()
-	// A directory, FIFO, hard link or foreign file is corrupt whatever it
-	// holds, as read says; reading a directory would only say EISDIR.
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, fmt.Errorf("skipped %s: %w", path, err)
-	}
-	if err := checkRecordFile(fi); err != nil {
-		return 0, fmt.Errorf("skipped %s: %w", path, err)
-	}
-	var hdr [headerSize]byte
-	if _, err := io.ReadFull(f, hdr[:]); errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return 0, fmt.Errorf("skipped %s: %w: short header: %w", path, ErrCorrupt, err)
-	} else if err != nil {
-		return 0, fmt.Errorf("skipped %s: %w", path, err)
-	}
-	exp, ok := peekExpiry(hdr[:])
-	if !ok {
-		return 0, fmt.Errorf("skipped %s: %w: bad header", path, ErrCorrupt)
-	}
-	return exp, nil
 }
 
 // stripeOfHex is locker.stripeOf for a record named by its hex hash.

@@ -108,3 +108,95 @@ func TestSweepLogsCorruptRecordsWithoutIDs(t *testing.T) {
 	require.NotContains(t, err.Error(), "secret")
 	require.FileExists(t, r.path())
 }
+
+// TestRecordFilesCarryTheirExpiry: every write sets the record file's
+// modification time to the record's expiry, or for a record that never
+// expires to the latest expiry a record can hold.
+func TestRecordFilesCarryTheirExpiry(t *testing.T) {
+	s := openTest(t, nil)
+	mtime := func(id string) time.Time {
+		r, err := s.refOf(id)
+		require.NoError(t, err)
+		fi, err := os.Lstat(r.path())
+		require.NoError(t, err)
+		return fi.ModTime()
+	}
+	exp := time.Now().Add(90 * time.Minute).Truncate(time.Second)
+	require.NoError(t, s.Save(bg, "a", []byte("1"), exp))
+	require.True(t, exp.Equal(mtime("a")), "Save: mtime %v, expiry %v", mtime("a"), exp)
+
+	require.NoError(t, s.Save(bg, "b", []byte("1"), time.Time{}))
+	require.True(t, expiryHint(0).Equal(mtime("b")), "no expiry: mtime %v", mtime("b"))
+
+	later := exp.Add(time.Hour)
+	require.NoError(t, s.Update(bg, "a", func(r *Record) (*Record, error) {
+		r.Expiry = later
+		return r, nil
+	}))
+	require.True(t, later.Equal(mtime("a")), "Update: mtime %v, expiry %v", mtime("a"), later)
+}
+
+// TestSweepOpensNoLiveRecord: a sweep of live records lstats each one and
+// opens none, because their modification times say they have not expired.
+func TestSweepOpensNoLiveRecord(t *testing.T) {
+	ffs := &faultFS{inner: osFS{}}
+	s, err := open(filepath.Join(t.TempDir(), "store"), &Options{SweepInterval: -1}, ffs)
+	require.NoError(t, err)
+	defer s.Close()
+	for i := range 50 {
+		require.NoError(t, s.Save(bg, benchID(i), []byte("x"), time.Now().Add(time.Hour)))
+	}
+	ffs.arm(0, false, 0)
+	n, err := s.DeleteExpired(bg)
+	calls := ffs.disarm()
+	require.NoError(t, err)
+	require.Zero(t, n)
+	lstats := 0
+	for _, c := range calls {
+		if isRecordName(filepath.Base(c.path)) {
+			require.Equal(t, "lstat", c.op, "the sweep did more than lstat a live record: %v", c)
+			lstats++
+		}
+	}
+	require.Equal(t, 50, lstats)
+}
+
+// TestSweepTrustsTheHintOnlyToSkip: a record whose modification time was
+// lost (a restore from backup, a touch) is checked under its lock, so a
+// live one survives and an expired one goes; a crashed writer's temp file
+// that already carries a future hint is still reclaimed once stale.
+func TestSweepTrustsTheHintOnlyToSkip(t *testing.T) {
+	s := openTest(t, nil)
+	past := time.Now().Add(-24 * time.Hour)
+	require.NoError(t, s.Save(bg, "live", []byte("1"), time.Now().Add(time.Hour)))
+	require.NoError(t, s.Save(bg, "forever", []byte("1"), time.Time{}))
+	for _, id := range []string{"live", "forever"} {
+		r, _ := s.refOf(id)
+		require.NoError(t, os.Chtimes(r.path(), past, past))
+	}
+	n, err := s.DeleteExpired(bg)
+	require.NoError(t, err)
+	require.Zero(t, n, "a live record with a lost hint was removed")
+	for _, id := range []string{"live", "forever"} {
+		_, err := s.Load(bg, id)
+		require.NoError(t, err, id)
+	}
+
+	// "expiring" expires in a minute; its file's time is reset to now, as a
+	// copy without -p would. Two minutes later the sweep removes it.
+	require.NoError(t, s.Save(bg, "expiring", []byte("1"), time.Now().Add(time.Minute)))
+	r, _ := s.refOf("expiring")
+	now := time.Now()
+	require.NoError(t, os.Chtimes(r.path(), now, now))
+	orphan := filepath.Join(r.dir, tempPrefix+r.hex+"-crashed")
+	require.NoError(t, os.WriteFile(orphan, []byte("partial"), 0o600))
+	future := now.Add(48 * time.Hour)
+	require.NoError(t, os.Chtimes(orphan, future, future)) // as a writer that died after setting its hint
+	s.now = func() time.Time { return time.Now().Add(2 * staleTempAge) }
+	n, err = s.DeleteExpired(bg)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	_, err = s.Load(bg, "expiring")
+	require.ErrorIs(t, err, ErrNotFound)
+	require.NoFileExists(t, orphan)
+}
