@@ -166,6 +166,10 @@ type targetCheck struct {
 	got   float64
 	ok    bool // measured at all
 	where string
+	// limit is what the raw syscall recipe itself reaches against the same
+	// competitor in the same run: no file-per-session store can do better,
+	// so a target above it is beyond the filesystem on this machine.
+	limit float64
 }
 
 func (r *report) ratio(fs, sec, w string, payload int, a, b string) (float64, row, bool) {
@@ -186,7 +190,11 @@ func (r *report) targetChecks() []targetCheck {
 		fs := t.name
 		add := func(name string, want float64, w, a, b string) {
 			got, x, ok := r.ratio(fs, secCompare, w, p, a, b)
-			out = append(out, targetCheck{name: fs + ": " + name, want: want, got: got, ok: ok, where: fmt.Sprintf("%s %s", sizeName(p), count(x.Pop))})
+			c := targetCheck{name: fs + ": " + name, want: want, got: got, ok: ok, where: fmt.Sprintf("%s %s", sizeName(p), count(x.Pop))}
+			if b != subjRaw && b != subjRawNoSync {
+				c.limit, _, _ = r.ratio(fs, secCompare, w, p, rawOf(a), b)
+			}
+			out = append(out, c)
 		}
 		add("Load / raw open+read+close", 0.8, wlLoad, subjFilestore, subjRaw)
 		add("Load / gorilla Get", 8, wlLoad, subjFilestore, subjGorilla)
@@ -260,6 +268,8 @@ func (r *report) writeTargets(w io.Writer) {
 		return
 	}
 	fmt.Fprintln(w, "\n== Targets of issue #4 ==")
+	fmt.Fprintln(w, "raw limit: the raw recipe's own ratio to that competitor in this run; a")
+	fmt.Fprintln(w, "target above it cannot be met by any file-per-session store here.")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, c := range checks {
 		verdict, got := "not measured", "-"
@@ -275,9 +285,15 @@ func (r *report) writeTargets(w io.Writer) {
 			verdict = "MISSED"
 			if met {
 				verdict = "met"
+			} else if c.limit > 0 && c.limit < c.want {
+				verdict = "MISSED: beyond the raw limit"
 			}
 		}
-		fmt.Fprintf(tw, "%s\twant %s%.2fx\tgot %s\t%s\t(%s)\n", c.name, map[bool]string{true: "<= ", false: ">= "}[c.want < 0], math.Abs(c.want), got, verdict, c.where)
+		limit := "-"
+		if c.limit > 0 {
+			limit = fmt.Sprintf("%.2fx", c.limit)
+		}
+		fmt.Fprintf(tw, "%s\twant %s%.2fx\tgot %s\traw limit %s\t%s\t(%s)\n", c.name, map[bool]string{true: "<= ", false: ">= "}[c.want < 0], math.Abs(c.want), got, limit, verdict, c.where)
 	}
 	_ = tw.Flush()
 }
