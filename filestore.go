@@ -42,7 +42,10 @@
 //
 // Byte slices: Load returns Data the caller owns, and Save does not keep
 // data after it returns. Expiry is wall-clock time compared with the local
-// clock of whichever process reads: keep hosts' clocks sane. The sweeper
+// clock of whichever process reads: keep hosts' clocks sane. A record
+// file's modification time is set to its expiry, a hint that lets the
+// sweeper skip live records without reading them; tools that keep or reset
+// file times are harmless, since the hint is never trusted to delete. The sweeper
 // skips records it cannot decode (it logs them) rather than deleting or
 // moving them: a corrupt file is evidence, and removing it is the operator's
 // call.
@@ -234,6 +237,10 @@ type Store struct {
 // is created; a conflicting opts.Layout is ErrLayout. Unless
 // opts.SweepInterval is negative, Open starts a sweeper goroutine that runs
 // until Close.
+//
+// A Store keeps open each lock file it has locked, at most one descriptor
+// per lock stripe (256), until Close; budget for them in RLIMIT_NOFILE when
+// a process opens many stores.
 func Open(dir string, opts *Options) (*Store, error) {
 	return open(dir, opts, osFS{})
 }
