@@ -331,18 +331,7 @@ func (m *crashFS) link(oldname, newname string) error {
 // Lock creates the lock file if needed, as flock does, and takes an
 // in-memory lock named by its path. Locks do not survive a crash.
 func (m *crashFS) Lock(ctx context.Context, name string, try bool) (func() error, error) {
-	f, err := m.openFile(name, os.O_CREATE|os.O_RDONLY, 0o600)
-	m.mu.Lock()
-	if err == nil && f.node.dir {
-		err = pathErr("lock", name, syscall.EISDIR)
-	}
-	mu, ok := m.locks[name]
-	if !ok {
-		mu = make(chan struct{}, 1)
-		m.locks[name] = mu
-	}
-	m.mu.Unlock()
-	m.done("lock", name)
+	mu, err := m.lockOf("lock", name, os.O_CREATE|os.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
@@ -364,10 +353,21 @@ func (m *crashFS) Lock(ctx context.Context, name string, try bool) (func() error
 // OpenLock opens the existing lock file name; its locks are the in-memory
 // locks Lock takes, so the two exclude each other as flock's do.
 func (m *crashFS) OpenLock(name string) (lockFile, error) {
-	f, err := m.openFile(name, os.O_RDONLY, 0)
+	mu, err := m.lockOf("openlock", name, os.O_RDONLY)
+	if err != nil {
+		return nil, err
+	}
+	return memLock(mu), nil
+}
+
+// lockOf opens the lock file name with flag (creating it mode 0600 with
+// O_CREATE), counts the call as op, and returns the in-memory lock named
+// by the path, which Lock and OpenLock share.
+func (m *crashFS) lockOf(op, name string, flag int) (chan struct{}, error) {
+	f, err := m.openFile(name, flag, 0o600)
 	m.mu.Lock()
 	if err == nil && f.node.dir {
-		err = pathErr("open", name, syscall.EISDIR)
+		err = pathErr(op, name, syscall.EISDIR)
 	}
 	mu, ok := m.locks[name]
 	if !ok {
@@ -375,11 +375,11 @@ func (m *crashFS) OpenLock(name string) (lockFile, error) {
 		m.locks[name] = mu
 	}
 	m.mu.Unlock()
-	m.done("openlock", name)
+	m.done(op, name)
 	if err != nil {
 		return nil, err
 	}
-	return memLock(mu), nil
+	return mu, nil
 }
 
 // memLock is a crashFS lock file kept open.
