@@ -190,15 +190,28 @@ func (s *Store) syncDir(dir string, why syncReason) error {
 	if err != nil {
 		return err
 	}
-	err = d.Sync()
-	cerr := d.Close()
-	if errors.Is(err, syscall.EINVAL) {
-		err = nil
+	err = syncIgnoringEINVAL(d)
+	if cerr := d.Close(); err == nil {
+		err = cerr
 	}
-	if err != nil {
+	return err
+}
+
+// syncOpenDir is syncDir for a directory the caller has open.
+func (s *Store) syncOpenDir(d dir, why syncReason) error {
+	if s.opts.NoSync || s.mutant == why {
+		return nil
+	}
+	return syncIgnoringEINVAL(d)
+}
+
+// syncIgnoringEINVAL fsyncs f, taking EINVAL (a filesystem that cannot
+// sync a directory) to mean that none is needed.
+func syncIgnoringEINVAL(f interface{ Sync() error }) error {
+	if err := f.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
 		return err
 	}
-	return cerr
+	return nil
 }
 
 // mkdirAll creates dir and any missing parents below the store's data

@@ -334,11 +334,11 @@ func TestContentionSweeperVsRefresh(t *testing.T) {
 // remaining counts the records on disk whose id starts with prefix.
 func remaining(t *testing.T, s *Store, prefix string) int {
 	n := 0
-	err := s.walk(bg, func(dir, name string) error {
+	err := s.walk(bg, eachName(func(dir dir, name string) error {
 		if !isRecordName(name) {
 			return nil
 		}
-		d, err := s.read(filepath.Join(dir, name), "")
+		d, err := s.readIn(dir, name)
 		if errors.Is(err, ErrNotFound) {
 			return nil
 		}
@@ -349,7 +349,7 @@ func remaining(t *testing.T, s *Store, prefix string) int {
 			n++
 		}
 		return nil
-	})
+	}), nil)
 	require.NoError(t, err)
 	return n
 }

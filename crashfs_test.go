@@ -192,6 +192,9 @@ func (m *crashFS) openFile(name string, flag int, perm fs.FileMode) (*memFile, e
 	return &memFile{fs: m, node: n, name: name, flag: flag}, nil
 }
 
+// OpenDir is a pathDir over the crashFS: each name's call is its own.
+func (m *crashFS) OpenDir(name string) (dir, error) { return openPathDir(m, name) }
+
 func (m *crashFS) Rename(oldpath, newpath string) error {
 	err := m.rename(oldpath, newpath)
 	m.done("rename", newpath)

@@ -104,6 +104,10 @@ func (f *faultFS) OpenFile(name string, flag int, perm fs.FileMode) (file, error
 	return &faultFile{fs: f, inner: inner, readOnly: ro, dir: err == nil && fi.IsDir()}, nil
 }
 
+// OpenDir is a pathDir over the faultFS, so that each name's lstat, open
+// and remove is counted, and can fail, as its own call.
+func (f *faultFS) OpenDir(name string) (dir, error) { return openPathDir(f, name) }
+
 func (f *faultFS) Rename(oldpath, newpath string) error {
 	if f.fault(faultCall{op: "rename", path: oldpath, to: newpath}) {
 		return f.linkErr("rename", oldpath, newpath)

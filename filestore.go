@@ -301,7 +301,7 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 		}
 	}
 	s.opts.NoSync = o.NoSync
-	s.locks = newLocker(fsys, filepath.Join(root, locksDir), m.Stripes, s.fixModes)
+	s.locks = newLocker(fsys, filepath.Join(root, locksDir), m.Stripes, m.Version >= 2, s.fixModes)
 	if err := s.locks.ensure(s.locks.sweepPath()); err != nil {
 		return nil, opErr("open", err)
 	}
@@ -438,19 +438,43 @@ func (s *Store) Load(ctx context.Context, id string) (Record, error) {
 // owned by the caller.
 func (s *Store) read(path, id string) (decoded, error) {
 	f, err := s.fs.OpenFile(path, os.O_RDONLY|noFollow|noBlock, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return decoded{}, ErrNotFound
-	}
-	if errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENXIO) {
-		// A symlink (ELOOP) or a socket (ENXIO) planted at the record path.
-		return decoded{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
-	}
 	if err != nil {
-		// EACCES, EMFILE, EIO...: the record may be fine, and a caller
-		// must not treat it as corrupt (and delete it).
-		return decoded{}, err
+		return decoded{}, recordOpenErr(err)
 	}
 	defer f.Close()
+	return s.decodeFile(f, id)
+}
+
+// readIn is read of the record file name in the walked directory d, for a
+// walk, which knows no id.
+func (s *Store) readIn(d dir, name string) (decoded, error) {
+	f, err := d.Open(name, os.O_RDONLY|noFollow|noBlock, 0)
+	if err != nil {
+		return decoded{}, recordOpenErr(err)
+	}
+	defer f.Close()
+	return s.decodeFile(f, "")
+}
+
+// recordOpenErr classifies an error opening a record file for reading.
+func recordOpenErr(err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return ErrNotFound
+	case errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENXIO):
+		// A symlink (ELOOP) or a socket (ENXIO) planted at the record path.
+		return fmt.Errorf("%w: %w", ErrCorrupt, err)
+	default:
+		// EACCES, EMFILE, EIO...: the record may be fine, and a caller
+		// must not treat it as corrupt (and delete it).
+		return err
+	}
+}
+
+// decodeFile reads and decodes the open record file f and checks it as
+// read describes. f's name is the record's path.
+func (s *Store) decodeFile(f file, id string) (decoded, error) {
+	path := f.Name()
 	fi, err := f.Stat()
 	if err != nil {
 		return decoded{}, err
@@ -608,12 +632,11 @@ func (s *Store) ForEach(ctx context.Context, fn func(Record) error) error {
 		return opErr("foreach", ErrClosed)
 	}
 	var bad []error
-	err := s.walk(ctx, func(dir, name string) error {
+	err := s.walk(ctx, eachName(func(dir dir, name string) error {
 		if !isRecordName(name) {
 			return nil
 		}
-		path := dir + string(filepath.Separator) + name // dir is clean: see walk
-		d, err := s.read(path, "")
+		d, err := s.readIn(dir, name)
 		switch {
 		case errors.Is(err, ErrNotFound):
 			return nil // deleted since the directory was read
@@ -629,7 +652,7 @@ func (s *Store) ForEach(ctx context.Context, fn func(Record) error) error {
 			return fnError{err}
 		}
 		return nil
-	})
+	}), nil)
 	var fe fnError
 	if errors.As(err, &fe) {
 		return fe.err // fn's own error, as it returned it

@@ -5,6 +5,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -19,6 +20,9 @@ import (
 type fsys interface {
 	// OpenFile is os.OpenFile.
 	OpenFile(name string, flag int, perm fs.FileMode) (file, error)
+	// OpenDir opens the directory name to list it and to work on the names
+	// in it (see dir).
+	OpenDir(name string) (dir, error)
 	// Rename is os.Rename.
 	Rename(oldpath, newpath string) error
 	// Remove is os.Remove.
@@ -54,6 +58,76 @@ type lockFile interface {
 	Unlock() error
 	// Close closes the descriptor, releasing any lock it holds.
 	Close() error
+}
+
+// dir is an open directory whose entries the engine works on one by one:
+// the leaf shard directories of the sweeper's and ForEach's walks. Its
+// methods take a name in the directory, never a path. On Linux osFS
+// implements them relative to the directory's descriptor (openat, fstatat,
+// unlinkat), so a name costs no lookup of the path above it and a shard
+// directory swapped for a symlink mid-walk is not followed; pathDir, used
+// elsewhere and by the tests' filesystems, joins the name to the
+// directory's path and calls the fsys. A dir is not safe for concurrent
+// use.
+type dir interface {
+	// Path is the directory's path, as given to OpenDir.
+	Path() string
+	// ReadNames is (*os.File).Readdirnames: names only, which is all a
+	// walk needs of a leaf directory, and one allocation an entry fewer
+	// than ReadDir.
+	ReadNames(n int) ([]string, error)
+	// Lstat is os.Lstat of the name in the directory.
+	Lstat(name string) (fs.FileInfo, error)
+	// Open is fsys.OpenFile of the name in the directory.
+	Open(name string, flag int, perm fs.FileMode) (file, error)
+	// Remove unlinks the file name from the directory.
+	Remove(name string) error
+	// Sync fsyncs the directory itself.
+	Sync() error
+	// Close closes the directory.
+	Close() error
+}
+
+// pathDir is a dir over any fsys: each name is joined to the directory's
+// path and handed to the fsys, so a fault-injecting or power-loss fsys sees
+// every call as its own.
+type pathDir struct {
+	fs   fsys
+	path string
+	f    file
+}
+
+// openPathDir opens name through fsys as a pathDir.
+func openPathDir(fsys fsys, name string) (dir, error) {
+	f, err := fsys.OpenFile(name, os.O_RDONLY|noFollow|noBlock, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &pathDir{fs: fsys, path: name, f: f}, nil
+}
+
+// join is filepath.Join for the names a walk yields: the directory path is
+// clean and a name has no separator.
+func (d *pathDir) join(name string) string { return d.path + string(filepath.Separator) + name }
+
+func (d *pathDir) Path() string                           { return d.path }
+func (d *pathDir) ReadDir(n int) ([]fs.DirEntry, error)   { return d.f.ReadDir(n) }
+func (d *pathDir) Lstat(name string) (fs.FileInfo, error) { return d.fs.Lstat(d.join(name)) }
+func (d *pathDir) Remove(name string) error               { return d.fs.Remove(d.join(name)) }
+func (d *pathDir) Sync() error                            { return d.f.Sync() }
+func (d *pathDir) Close() error                           { return d.f.Close() }
+
+func (d *pathDir) ReadNames(n int) ([]string, error) {
+	ents, err := d.f.ReadDir(n)
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name()
+	}
+	return names, err
+}
+
+func (d *pathDir) Open(name string, flag int, perm fs.FileMode) (file, error) {
+	return d.fs.OpenFile(d.join(name), flag, perm)
 }
 
 // file is the part of *os.File the engine uses.

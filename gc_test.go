@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -199,4 +200,52 @@ func TestSweepTrustsTheHintOnlyToSkip(t *testing.T) {
 	_, err = s.Load(bg, "expiring")
 	require.ErrorIs(t, err, ErrNotFound)
 	require.NoFileExists(t, orphan)
+}
+
+// TestSweepLocksOncePerRun: the sweeper takes a stripe's lock once for up
+// to sweepRun expired records of one shard directory, not once for each,
+// and still removes every one of them and nothing else.
+func TestSweepLocksOncePerRun(t *testing.T) {
+	checkHygiene(t)
+	ffs := &faultFS{inner: osFS{}}
+	s, err := open(filepath.Join(t.TempDir(), "store"), &Options{SweepInterval: -1}, ffs)
+	require.NoError(t, err)
+	defer s.Close()
+	const expiredIDs = sweepRun + 8 // two runs
+	var shard string
+	var ids []string
+	for i := 0; len(ids) < expiredIDs; i++ {
+		id := "same-shard-" + strconv.Itoa(i)
+		r, err := s.refOf(id)
+		require.NoError(t, err)
+		if shard == "" {
+			shard = r.dir
+		}
+		if r.dir == shard {
+			ids = append(ids, id)
+		}
+	}
+	for _, id := range ids {
+		require.NoError(t, s.Save(bg, id, []byte("x"), time.Now().Add(-time.Minute)))
+	}
+	require.NoError(t, s.Save(bg, "live", []byte("x"), time.Now().Add(time.Hour)))
+
+	ffs.arm(0, false, 0)
+	n, err := s.DeleteExpired(bg)
+	calls := ffs.disarm()
+	require.NoError(t, err)
+	require.Equal(t, expiredIDs, n)
+	locks := 0
+	for _, c := range calls {
+		if c.op == "lock" && strings.HasPrefix(filepath.Base(c.path), "stripe-") {
+			locks++
+		}
+	}
+	require.Equal(t, 2, locks, "stripe locks taken for %d expired records of one shard", expiredIDs)
+	for _, id := range ids {
+		_, err := s.Load(bg, id)
+		require.ErrorIs(t, err, ErrNotFound)
+	}
+	_, err = s.Load(bg, "live")
+	require.NoError(t, err)
 }

@@ -17,6 +17,9 @@ import (
 // On-disk layout of a store rooted at <root>:
 //
 //	<root>/filestore.json            format marker: version, shard layout, stripes
+//	                                 (version 2: a record's stripe is read off
+//	                                 the leading bits of its hash, like its
+//	                                 shard, so each shard lies in one stripe)
 //	<root>/locks/stripe-XXXX.lock    striped record locks, never deleted
 //	<root>/locks/sweep.lock          held by the one process sweeping
 //	<root>/data/ab/<sha256 hex>      a record, for layout "1x2"
@@ -35,7 +38,10 @@ const (
 	// initPrefix names the temp file a creating Open links to the marker.
 	initPrefix = ".filestore-init-"
 
-	formatVersion  = 1
+	// formatVersion is the marker version new stores get. Version 1
+	// stores (stripe by the hash's second byte) open as they always did;
+	// see locker.stripeOf.
+	formatVersion  = 2
 	defaultLayout  = "1x2"
 	defaultStripes = 256
 	// maxShardDigits bounds levels*width: 4 hex digits is 65,536 leaf
@@ -124,13 +130,21 @@ func tempOwner(name string) (string, bool) {
 
 func isLowerHex(s string) bool {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+		if !lowerHexDigit[s[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+// lowerHexDigit marks the bytes 0-9 and a-f. A table lookup a byte is
+// cheaper than two range tests, and a sweep tests every name it walks.
+var lowerHexDigit = func() (t [256]bool) {
+	for _, c := range "0123456789abcdef" {
+		t[c] = true
+	}
+	return t
+}()
 
 // marker is the content of <root>/filestore.json. It is written once, when
 // the store is created, so that every process agrees on the layout.
@@ -158,7 +172,7 @@ func readMarker(fsys fsys, root string) (marker, error) {
 	if err := json.Unmarshal(b, &m); err != nil || m.Format != "filestore" {
 		return m, fmt.Errorf("%w: %s is not a filestore marker", ErrNotStore, path)
 	}
-	if m.Version != formatVersion {
+	if m.Version != 1 && m.Version != formatVersion {
 		return m, fmt.Errorf("%w: %s: unsupported format version %d", ErrNotStore, path, m.Version)
 	}
 	if _, err := parseLayout(m.Layout); err != nil {

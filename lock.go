@@ -101,10 +101,11 @@ type locker struct {
 	held     []lockFile  // stripe i's open lock file, or nil; guarded by stripes[i]
 	shut     atomic.Bool // close has begun: hold no more descriptors open
 	fixModes bool        // the umask trims mode bits: chmod new lock files
+	byPrefix bool        // stripes follow the hash's leading bits (marker version 2)
 }
 
-func newLocker(fsys fsys, dir string, n int, fixModes bool) *locker {
-	l := &locker{fs: fsys, dir: dir, stripes: make([]chan struct{}, n), paths: make([]string, n), made: make([]bool, n), held: make([]lockFile, n), fixModes: fixModes}
+func newLocker(fsys fsys, dir string, n int, byPrefix, fixModes bool) *locker {
+	l := &locker{fs: fsys, dir: dir, stripes: make([]chan struct{}, n), paths: make([]string, n), made: make([]bool, n), held: make([]lockFile, n), byPrefix: byPrefix, fixModes: fixModes}
 	for i := range l.stripes {
 		l.stripes[i] = make(chan struct{}, 1)
 		l.paths[i] = filepath.Join(dir, fmt.Sprintf("stripe-%04x.lock", i))
@@ -133,8 +134,22 @@ func (l *locker) ensure(path string) error {
 
 // stripeOf maps a record's hash to its stripe. The hash is uniform, so its
 // first two bytes spread ids evenly over the stripes.
+//
+// In a version 2 store the stripe is the leading 16 bits of the hash scaled
+// onto the stripes, so records whose names share their first two hex digits
+// share a stripe (with the default 256 stripes, the stripe is the first
+// byte). A shard directory of any layout but flat then lies within one
+// stripe, and the sweeper takes one lock for a run of expired records
+// instead of one each. A version 1 store keeps the mapping it was created
+// with, the two bytes modulo the stripe count: every process sharing a
+// store must map a record to the same lock file, and older processes only
+// know that one.
 func (l *locker) stripeOf(sum [32]byte) int {
-	return (int(sum[0])<<8 | int(sum[1])) % len(l.stripes)
+	v := int(sum[0])<<8 | int(sum[1])
+	if l.byPrefix {
+		return v * len(l.stripes) >> 16
+	}
+	return v % len(l.stripes)
 }
 
 // lock takes stripe i exclusively, in this process and across processes,

@@ -2,6 +2,7 @@ package filestore
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -143,4 +144,72 @@ func TestLockerAfterClose(t *testing.T) {
 	unlock()
 	require.Nil(t, a.locks.held[r.stripe], "a closed locker kept a lock file open")
 	require.NoError(t, b.Save(bg, id, []byte("b"), time.Time{}))
+}
+
+// TestStripesFollowShards: in a store created now (marker version 2) every
+// record of a shard directory maps to one stripe, in every sharded layout,
+// which is what lets the sweeper take one lock for a run of candidates;
+// and the ids still spread over all 256 stripes.
+func TestStripesFollowShards(t *testing.T) {
+	for _, l := range []string{"1x2", "1x3", "2x2"} {
+		t.Run(l, func(t *testing.T) {
+			s := openTest(t, &Options{Layout: l, SweepInterval: -1})
+			require.True(t, s.locks.byPrefix)
+			stripeOfDir := map[string]int{}
+			used := map[int]bool{}
+			for i := range 5000 {
+				r, err := s.refOf(fmt.Sprintf("%s-session-%d", l, i))
+				require.NoError(t, err)
+				if st, ok := stripeOfDir[r.dir]; ok {
+					require.Equal(t, st, r.stripe, "two records of shard %s in different stripes", r.dir)
+				}
+				stripeOfDir[r.dir] = r.stripe
+				require.Equal(t, r.stripe, stripeOfHex(s.locks, r.hex), "the sweeper's stripe differs from the writers'")
+				used[r.stripe] = true
+			}
+			require.Len(t, used, defaultStripes)
+		})
+	}
+}
+
+// TestVersion1StoreKeepsItsStripes: a store created by an earlier release
+// (marker version 1) keeps that release's stripe mapping, the hash's first
+// two bytes modulo the stripe count, so a process of the earlier release
+// sharing the store still excludes this one: a lock it holds on the lock
+// file it computes makes a Save here wait. A marker of a later version is
+// refused, as the earlier release refuses version 2.
+func TestVersion1StoreKeepsItsStripes(t *testing.T) {
+	checkHygiene(t)
+	root := filepath.Join(t.TempDir(), "old")
+	require.NoError(t, os.Mkdir(root, 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(root, markerName),
+		[]byte(`{"format":"filestore","version":1,"layout":"1x2","stripes":256}`), 0o600))
+	s, err := Open(root, &Options{SweepInterval: -1})
+	require.NoError(t, err)
+	defer s.Close()
+	require.False(t, s.locks.byPrefix)
+
+	const id = "old-release-session"
+	sum, _ := hashID(id)
+	oldStripe := (int(sum[0])<<8 | int(sum[1])) % 256
+	r, err := s.refOf(id)
+	require.NoError(t, err)
+	require.Equal(t, oldStripe, r.stripe)
+
+	// The earlier release locks the same file this way.
+	oldPath := filepath.Join(root, locksDir, fmt.Sprintf("stripe-%04x.lock", oldStripe))
+	release, err := flockFile(bg, oldPath, true)
+	require.NoError(t, err)
+	requireExcluded(t, s, id)
+	require.NoError(t, release())
+	require.NoError(t, s.Save(bg, id, []byte("now"), time.Time{}))
+
+	for _, v := range []int{0, 3} {
+		bad := filepath.Join(t.TempDir(), "v")
+		require.NoError(t, os.Mkdir(bad, 0o700))
+		require.NoError(t, os.WriteFile(filepath.Join(bad, markerName),
+			fmt.Appendf(nil, `{"format":"filestore","version":%d,"layout":"1x2","stripes":256}`, v), 0o600))
+		_, err := Open(bad, &Options{SweepInterval: -1})
+		require.ErrorIs(t, err, ErrNotStore, "version %d", v)
+	}
 }
