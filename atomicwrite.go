@@ -57,19 +57,18 @@ const (
 	createFlags = os.O_WRONLY | os.O_CREATE | os.O_EXCL | noFollow | noBlock
 )
 
-// writeTemp writes b to a new temp file in dir whose name starts with
-// prefix, syncs it unless NoSync is set, closes it and returns its path.
+// writeTemp writes b to a new temp file in d whose name starts with
+// prefix, syncs it unless NoSync is set, closes it and returns its name.
 // On failure it removes the temp file and returns the error.
-func (s *Store) writeTemp(dir, prefix string, b []byte) (string, error) {
+func (s *Store) writeTemp(d dir, prefix string, b []byte) (string, error) {
 	var (
 		f    file
-		path string
+		name string
 		err  error
 	)
 	for range 8 {
-		// dir is clean (see recordPath), so concatenation is filepath.Join.
-		path = dir + string(filepath.Separator) + prefix + strconv.FormatUint(rand.Uint64(), 36)
-		f, err = s.fs.OpenFile(path, createFlags, fileMode)
+		name = prefix + strconv.FormatUint(rand.Uint64(), 36)
+		f, err = d.Open(name, createFlags, fileMode)
 		if !errors.Is(err, fs.ErrExist) {
 			break
 		}
@@ -79,16 +78,16 @@ func (s *Store) writeTemp(dir, prefix string, b []byte) (string, error) {
 	}
 	s.at(hookTempCreated)
 	if err := s.fillTemp(f, b); err != nil {
-		_ = f.Close()         // error deliberately ignored: already failing
-		_ = s.fs.Remove(path) // error deliberately ignored: already failing
+		_ = f.Close()      // error deliberately ignored: already failing
+		_ = d.Remove(name) // error deliberately ignored: already failing
 		return "", err
 	}
 	if err := f.Close(); err != nil {
-		_ = s.fs.Remove(path) // error deliberately ignored: already failing
+		_ = d.Remove(name) // error deliberately ignored: already failing
 		return "", err
 	}
 	s.at(hookClosed)
-	return path, nil
+	return name, nil
 }
 
 // fillTemp sets the temp file's mode, writes b and syncs.
@@ -123,25 +122,31 @@ func (s *Store) fillTemp(f file, b []byte) error {
 // replaceLocked atomically replaces r's record with b, creating the shard
 // directories if needed. The record's stripe lock must be held.
 func (s *Store) replaceLocked(r ref, b []byte) error {
-	dir := r.dir
+	d, use := s.dirs.get(r.shard, r.dir)
+	defer func() { use.release() }()
 	prefix := tempPrefix + r.hex + "-"
-	tmp, err := s.writeTemp(dir, prefix, b)
+	tmp, err := s.writeTemp(d, prefix, b)
 	if errors.Is(err, fs.ErrNotExist) {
-		// First record in this shard: create the shard directories, once.
-		// They are never removed, so no writer races a pruner.
-		if err = s.mkdirAll(dir); err == nil {
-			tmp, err = s.writeTemp(dir, prefix, b)
+		// The first record in this shard, or its directory was removed
+		// under its cached descriptor: create the shard directories, once.
+		// The store never removes them, so no writer races a pruner.
+		s.dirs.drop(r.shard, d)
+		use.release()
+		use = nil
+		if err = s.mkdirAll(r.dir); err == nil {
+			d, use = s.dirs.get(r.shard, r.dir)
+			tmp, err = s.writeTemp(d, prefix, b)
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
-	if err := s.fs.Rename(tmp, r.file); err != nil {
-		_ = s.fs.Remove(tmp) // error deliberately ignored: already failing
+	if err := d.Rename(tmp, r.hex); err != nil {
+		_ = d.Remove(tmp) // error deliberately ignored: already failing
 		return fmt.Errorf("write: %w", err)
 	}
 	s.at(hookRenamed)
-	if err := s.syncDir(dir, syncAfterRename); err != nil {
+	if err := s.syncOpenDir(d, syncAfterRename); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	s.at(hookDirSynced)
@@ -152,8 +157,14 @@ func (s *Store) replaceLocked(r ref, b []byte) error {
 // deleted session (a logout) cannot come back after a crash. It reports
 // whether there was a record. The record's stripe lock must be held.
 func (s *Store) removeLocked(r ref) (bool, error) {
-	dir := r.dir
-	err := s.fs.Remove(r.file)
+	d, use := s.dirs.get(r.shard, r.dir)
+	defer func() { use.release() }()
+	err := d.Remove(r.hex)
+	if errors.Is(err, fs.ErrNotExist) && s.dirs.stale(r.shard, d) {
+		use.release()
+		d, use = s.dirs.get(r.shard, r.dir)
+		err = d.Remove(r.hex)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
@@ -161,7 +172,7 @@ func (s *Store) removeLocked(r ref) (bool, error) {
 		return false, fmt.Errorf("delete: %w", err)
 	}
 	s.at(hookUnlinked)
-	if err := s.syncDir(dir, syncAfterUnlink); err != nil {
+	if err := s.syncOpenDir(d, syncAfterUnlink); err != nil {
 		return true, fmt.Errorf("delete: %w", err)
 	}
 	s.at(hookDirSynced)
@@ -183,21 +194,10 @@ const (
 // are durable. It does nothing with NoSync. Filesystems that cannot sync a
 // directory (EINVAL) are taken to need no such sync.
 func (s *Store) syncDir(dir string, why syncReason) error {
-	if s.opts.NoSync || s.mutant == why {
-		return nil
-	}
-	d, err := s.fs.OpenFile(dir, os.O_RDONLY|noFollow|noBlock, 0)
-	if err != nil {
-		return err
-	}
-	err = syncIgnoringEINVAL(d)
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return s.syncOpenDir(pathsIn(s.fs, dir), why)
 }
 
-// syncOpenDir is syncDir for a directory the caller has open.
+// syncOpenDir is syncDir for a dir the caller holds.
 func (s *Store) syncOpenDir(d dir, why syncReason) error {
 	if s.opts.NoSync || s.mutant == why {
 		return nil

@@ -66,17 +66,10 @@ func (d *fdDir) Lstat(name string) (fs.FileInfo, error) {
 	if d.fd < 0 {
 		return nil, d.fail("lstat", name, os.ErrClosed)
 	}
-	// The name as a C string, on the stack for any name a store makes.
-	var buf [128]byte
-	var p *byte
-	if len(name) < len(buf) && strings.IndexByte(name, 0) < 0 {
-		copy(buf[:], name)
-		p = &buf[0]
-	} else {
-		var err error
-		if p, err = syscall.BytePtrFromString(name); err != nil {
-			return nil, d.fail("lstat", name, err)
-		}
+	var buf cName
+	p, err := buf.of(name)
+	if err != nil {
+		return nil, d.fail("lstat", name, err)
 	}
 	fi := &fdInfo{name: name}
 	for {
@@ -96,16 +89,36 @@ func (d *fdDir) Open(name string, flag int, perm fs.FileMode) (file, error) {
 	if d.fd < 0 {
 		return nil, d.fail("open", name, os.ErrClosed)
 	}
+	var buf cName
+	p, err := buf.of(name)
+	if err != nil {
+		return nil, d.fail("open", name, err)
+	}
 	for {
-		fd, err := syscall.Openat(d.fd, name, flag|syscall.O_CLOEXEC, uint32(perm.Perm()))
-		if err == syscall.EINTR {
+		fd, _, errno := syscall.Syscall6(syscall.SYS_OPENAT, uintptr(d.fd), uintptr(unsafe.Pointer(p)), uintptr(flag|syscall.O_CLOEXEC), uintptr(perm.Perm()), 0, 0)
+		if errno == syscall.EINTR {
 			continue
 		}
-		if err != nil {
-			return nil, d.fail("open", name, err)
+		if errno != 0 {
+			return nil, d.fail("open", name, errno)
 		}
-		return &fdFile{fd: fd, name: d.join(name)}, nil
+		return &fdFile{fd: int(fd), name: name, in: d.path}, nil
 	}
+}
+
+// cName holds a name as a C string on the stack, for the names a store
+// makes (at most 80 bytes), sparing a Load or a sweep an allocation for
+// each system call.
+type cName [128]byte
+
+// of returns name NUL-terminated, in c when it fits.
+func (c *cName) of(name string) (*byte, error) {
+	if len(name) < len(c) && strings.IndexByte(name, 0) < 0 {
+		copy(c[:], name)
+		c[len(name)] = 0
+		return &c[0], nil
+	}
+	return syscall.BytePtrFromString(name)
 }
 
 // Remove is unlinkat(2) without AT_REMOVEDIR: the engine removes files only.
@@ -123,6 +136,36 @@ func (d *fdDir) Remove(name string) error {
 		}
 		return nil
 	}
+}
+
+// Rename is renameat(2) within the directory.
+func (d *fdDir) Rename(oldname, newname string) error {
+	if d.fd < 0 {
+		return d.fail("rename", oldname, os.ErrClosed)
+	}
+	for {
+		err := syscall.Renameat(d.fd, oldname, d.fd, newname)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return &os.LinkError{Op: "rename", Old: d.join(oldname), New: d.join(newname), Err: err}
+		}
+		return nil
+	}
+}
+
+// Stat is fstat(2) of the directory: a directory that was removed while
+// open reports no links.
+func (d *fdDir) Stat() (fs.FileInfo, error) {
+	if d.fd < 0 {
+		return nil, &fs.PathError{Op: "stat", Path: d.path, Err: os.ErrClosed}
+	}
+	fi := &fdInfo{name: filepath.Base(d.path)}
+	if err := syscall.Fstat(d.fd, &fi.st); err != nil {
+		return nil, &fs.PathError{Op: "stat", Path: d.path, Err: err}
+	}
+	return fi, nil
 }
 
 func (d *fdDir) Sync() error {

@@ -28,8 +28,10 @@ import (
 // opens, and the hygiene tests check that no descriptor outlives Close.
 type fdFile struct {
 	fd   int
-	name string
+	name string   // the path it was opened by, or its name in parent
+	in   string   // the directory an fdDir opened it in, else ""
 	dir  *os.File // owns fd once ReadDir has been called
+	info fdInfo   // what Stat returns, kept here to spare an allocation
 }
 
 func openFD(name string, flag int, perm fs.FileMode) (file, error) {
@@ -45,10 +47,17 @@ func openFD(name string, flag int, perm fs.FileMode) (file, error) {
 	}
 }
 
-func (f *fdFile) Name() string { return f.name }
+// Name is the file's path. For a file an fdDir opened it is built on
+// demand: a Load asks for it only to report an error.
+func (f *fdFile) Name() string {
+	if f.in != "" {
+		return f.in + string(filepath.Separator) + f.name
+	}
+	return f.name
+}
 
 func (f *fdFile) fail(op string, err error) error {
-	return &fs.PathError{Op: op, Path: f.name, Err: err}
+	return &fs.PathError{Op: op, Path: f.Name(), Err: err}
 }
 
 func (f *fdFile) Read(p []byte) (int, error) {
@@ -125,7 +134,8 @@ func (f *fdFile) Stat() (fs.FileInfo, error) {
 	if f.fd < 0 {
 		return nil, f.fail("stat", os.ErrClosed)
 	}
-	fi := &fdInfo{name: filepath.Base(f.name)}
+	fi := &f.info
+	fi.name = filepath.Base(f.name)
 	if err := syscall.Fstat(f.fd, &fi.st); err != nil {
 		return nil, f.fail("stat", err)
 	}
@@ -137,7 +147,7 @@ func (f *fdFile) ReadDir(n int) ([]fs.DirEntry, error) {
 		return nil, f.fail("readdirent", os.ErrClosed)
 	}
 	if f.dir == nil {
-		f.dir = os.NewFile(uintptr(f.fd), f.name)
+		f.dir = os.NewFile(uintptr(f.fd), f.Name())
 	}
 	return f.dir.ReadDir(n)
 }

@@ -213,6 +213,7 @@ type Store struct {
 	opts       Options
 	layout     layout
 	locks      *locker
+	dirs       *dirCache // open shard directories (flat and 1x2 layouts)
 	fs         fsys
 	log        *slog.Logger
 	fixModes   bool // the umask trims mode bits; chmod what we create
@@ -239,8 +240,9 @@ type Store struct {
 // until Close.
 //
 // A Store keeps open each lock file it has locked, at most one descriptor
-// per lock stripe (256), until Close; budget for them in RLIMIT_NOFILE when
-// a process opens many stores.
+// per lock stripe (256), and, with the "flat" and "1x2" layouts, each shard
+// directory it has used, at most 256 more, until Close; budget for them in
+// RLIMIT_NOFILE when a process opens many stores.
 func Open(dir string, opts *Options) (*Store, error) {
 	return open(dir, opts, osFS{})
 }
@@ -302,6 +304,7 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 	}
 	s.opts.NoSync = o.NoSync
 	s.locks = newLocker(fsys, filepath.Join(root, locksDir), m.Stripes, m.Version >= 2, s.fixModes)
+	s.dirs = newDirCache(fsys, s.layout)
 	if err := s.locks.ensure(s.locks.sweepPath()); err != nil {
 		return nil, opErr("open", err)
 	}
@@ -382,6 +385,7 @@ type ref struct {
 	hex    string
 	dir    string // the shard directory
 	file   string // the record's path, dir/hex
+	shard  int    // the shard directory's number, layout.leafOf
 	stripe int
 }
 
@@ -394,7 +398,7 @@ func (s *Store) refOf(id string) (ref, error) {
 	}
 	sum, hex := hashID(id)
 	dir, file := s.layout.recordPath(s.data, hex)
-	return ref{sum: sum, hex: hex, dir: dir, file: file, stripe: s.locks.stripeOf(sum)}, nil
+	return ref{sum: sum, hex: hex, dir: dir, file: file, shard: s.layout.leafOf(sum), stripe: s.locks.stripeOf(sum)}, nil
 }
 
 // begin checks that the store is open and the context live, and locates id.
@@ -420,7 +424,7 @@ func (s *Store) Load(ctx context.Context, id string) (Record, error) {
 	if err != nil {
 		return Record{}, opErr("load", err)
 	}
-	d, err := s.read(r.path(), id)
+	d, err := s.readRecord(r, id)
 	if err != nil {
 		return Record{}, opErr("load", err)
 	}
@@ -438,6 +442,24 @@ func (s *Store) Load(ctx context.Context, id string) (Record, error) {
 // owned by the caller.
 func (s *Store) read(path, id string) (decoded, error) {
 	f, err := s.fs.OpenFile(path, os.O_RDONLY|noFollow|noBlock, 0)
+	if err != nil {
+		return decoded{}, recordOpenErr(err)
+	}
+	defer f.Close()
+	return s.decodeFile(f, id)
+}
+
+// readRecord is read of r's record, which must hold id, through its shard
+// directory's cached descriptor where there is one.
+func (s *Store) readRecord(r ref, id string) (decoded, error) {
+	d, use := s.dirs.get(r.shard, r.dir)
+	f, err := d.Open(r.hex, os.O_RDONLY|noFollow|noBlock, 0)
+	if errors.Is(err, fs.ErrNotExist) && s.dirs.stale(r.shard, d) {
+		use.release()
+		d, use = s.dirs.get(r.shard, r.dir)
+		f, err = d.Open(r.hex, os.O_RDONLY|noFollow|noBlock, 0)
+	}
+	use.release() // an open file needs no open directory
 	if err != nil {
 		return decoded{}, recordOpenErr(err)
 	}
@@ -472,19 +494,19 @@ func recordOpenErr(err error) error {
 }
 
 // decodeFile reads and decodes the open record file f and checks it as
-// read describes. f's name is the record's path.
+// read describes. f's name is the record's path, asked for only to name it
+// in an error.
 func (s *Store) decodeFile(f file, id string) (decoded, error) {
-	path := f.Name()
 	fi, err := f.Stat()
 	if err != nil {
 		return decoded{}, err
 	}
 	if err := checkRecordFile(fi); err != nil {
-		return decoded{}, fmt.Errorf("%s: %w", path, err)
+		return decoded{}, fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	limit := int64(headerSize+MaxIDLength+trailerSize) + int64(s.opts.MaxRecordSize) + 64
 	if fi.Size() > limit {
-		return decoded{}, fmt.Errorf("%s: %w: file of %d bytes", path, ErrTooLarge, fi.Size())
+		return decoded{}, fmt.Errorf("%s: %w: file of %d bytes", f.Name(), ErrTooLarge, fi.Size())
 	}
 	// Records are never written in place (every write renames a new
 	// inode over the name), so the size fstat reported is the size to
@@ -497,15 +519,15 @@ func (s *Store) decodeFile(f file, id string) (decoded, error) {
 	}
 	d, err := decodeRecord(b[:n], s.opts.MaxRecordSize)
 	if err != nil {
-		return decoded{}, fmt.Errorf("%s: %w", path, err)
+		return decoded{}, fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	misplaced := d.id != id
 	if id == "" {
 		_, h := hashID(d.id)
-		misplaced = h != filepath.Base(path)
+		misplaced = h != fi.Name()
 	}
 	if misplaced {
-		return decoded{}, fmt.Errorf("%s: %w: record holds another id", path, ErrCorrupt)
+		return decoded{}, fmt.Errorf("%s: %w: record holds another id", f.Name(), ErrCorrupt)
 	}
 	return d, nil
 }
@@ -584,7 +606,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(cur *Record) (*Re
 	defer unlock()
 
 	var cur *Record
-	d, err := s.read(r.path(), id)
+	d, err := s.readRecord(r, id)
 	switch {
 	case err == nil && !expired(d.expiry, s.now()):
 		cur = &Record{ID: id, Data: d.data, Expiry: expiryTime(d.expiry)}
@@ -676,9 +698,10 @@ func (e fnError) Error() string { return e.err.Error() }
 const maxReportedErrors = 16
 
 // Close stops the background sweeper, waiting for a sweep in progress to
-// finish, and closes the lock files the store keeps open, waiting for any
-// Save, Delete or Update in flight to release its record's lock first (so
-// Close must not be called from inside an Update's fn). Every later call of
+// finish, and closes the lock files and shard directories the store keeps
+// open, waiting for any Save, Delete or Update in flight to release its
+// record's lock first (so Close must not be called from inside an Update's
+// fn); a Load in flight closes the shard directory it uses as it returns. Every later call of
 // a Store method, Close included, returns ErrClosed. Methods already
 // running when Close is called complete normally.
 func (s *Store) Close() error {
@@ -688,6 +711,7 @@ func (s *Store) Close() error {
 		s.stop()
 		s.sweeping.Wait()
 		s.locks.close()
+		s.dirs.close()
 		err = nil
 	})
 	if err != nil {

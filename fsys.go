@@ -82,6 +82,10 @@ type dir interface {
 	Open(name string, flag int, perm fs.FileMode) (file, error)
 	// Remove unlinks the file name from the directory.
 	Remove(name string) error
+	// Rename renames oldname over newname, both in the directory.
+	Rename(oldname, newname string) error
+	// Stat is fstat of the directory itself.
+	Stat() (fs.FileInfo, error)
 	// Sync fsyncs the directory itself.
 	Sync() error
 	// Close closes the directory.
@@ -90,11 +94,12 @@ type dir interface {
 
 // pathDir is a dir over any fsys: each name is joined to the directory's
 // path and handed to the fsys, so a fault-injecting or power-loss fsys sees
-// every call as its own.
+// every call as its own. A pathDir made by pathsIn holds no open directory:
+// it opens one for Sync, and cannot be listed.
 type pathDir struct {
 	fs   fsys
 	path string
-	f    file
+	f    file // the open directory; nil for pathsIn
 }
 
 // openPathDir opens name through fsys as a pathDir.
@@ -106,18 +111,26 @@ func openPathDir(fsys fsys, name string) (dir, error) {
 	return &pathDir{fs: fsys, path: name, f: f}, nil
 }
 
+// pathsIn is a dir for the names in the directory path that opens nothing
+// until it must: what writers use where no descriptor is cached.
+func pathsIn(fsys fsys, path string) dir { return &pathDir{fs: fsys, path: path} }
+
 // join is filepath.Join for the names a walk yields: the directory path is
 // clean and a name has no separator.
 func (d *pathDir) join(name string) string { return d.path + string(filepath.Separator) + name }
 
 func (d *pathDir) Path() string                           { return d.path }
-func (d *pathDir) ReadDir(n int) ([]fs.DirEntry, error)   { return d.f.ReadDir(n) }
 func (d *pathDir) Lstat(name string) (fs.FileInfo, error) { return d.fs.Lstat(d.join(name)) }
 func (d *pathDir) Remove(name string) error               { return d.fs.Remove(d.join(name)) }
-func (d *pathDir) Sync() error                            { return d.f.Sync() }
-func (d *pathDir) Close() error                           { return d.f.Close() }
+
+func (d *pathDir) Rename(oldname, newname string) error {
+	return d.fs.Rename(d.join(oldname), d.join(newname))
+}
 
 func (d *pathDir) ReadNames(n int) ([]string, error) {
+	if d.f == nil {
+		return nil, &fs.PathError{Op: "readdirent", Path: d.path, Err: fs.ErrInvalid}
+	}
 	ents, err := d.f.ReadDir(n)
 	names := make([]string, len(ents))
 	for i, e := range ents {
@@ -128,6 +141,36 @@ func (d *pathDir) ReadNames(n int) ([]string, error) {
 
 func (d *pathDir) Open(name string, flag int, perm fs.FileMode) (file, error) {
 	return d.fs.OpenFile(d.join(name), flag, perm)
+}
+
+func (d *pathDir) Stat() (fs.FileInfo, error) {
+	if d.f == nil {
+		return d.fs.Lstat(d.path)
+	}
+	return d.f.Stat()
+}
+
+// Sync fsyncs the directory, opening it first if the pathDir holds none.
+func (d *pathDir) Sync() error {
+	if d.f != nil {
+		return d.f.Sync()
+	}
+	f, err := d.fs.OpenFile(d.path, os.O_RDONLY|noFollow|noBlock, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (d *pathDir) Close() error {
+	if d.f == nil {
+		return nil
+	}
+	return d.f.Close()
 }
 
 // file is the part of *os.File the engine uses.

@@ -83,7 +83,9 @@ func (l layout) String() string {
 // form of an id that reaches the filesystem.
 func hashID(id string) ([32]byte, string) {
 	sum := sha256.Sum256([]byte(id))
-	return sum, hex.EncodeToString(sum[:])
+	var h [hashHexLen]byte
+	hex.Encode(h[:], sum[:])
+	return sum, string(h[:]) // one allocation; hex.EncodeToString makes two
 }
 
 // recordPath returns the path of the record named by hex under the data
@@ -104,6 +106,15 @@ func (l layout) recordPath(data, hex string) (dir, path string) {
 	b.WriteString(hex)
 	path = b.String()
 	return path[:dirLen], path
+}
+
+// leaves is the number of leaf directories the layout has.
+func (l layout) leaves() int { return 1 << (4 * l.levels * l.width) }
+
+// leafOf numbers the leaf directory of the record whose hash is sum, from 0
+// to leaves()-1: the value of the hex digits that name its directories.
+func (l layout) leafOf(sum [32]byte) int {
+	return (int(sum[0])<<8 | int(sum[1])) >> (16 - 4*l.levels*l.width)
 }
 
 // isShardName reports whether name is a shard directory name for this
@@ -194,10 +205,12 @@ func (s *Store) createMarker(m marker) (marker, error) {
 		return m, err
 	}
 	b = append(b, '\n')
-	tmp, err := s.writeTemp(s.root, initPrefix, b)
+	root := pathsIn(s.fs, s.root)
+	tmpName, err := s.writeTemp(root, initPrefix, b)
 	if err != nil {
 		return m, err
 	}
+	tmp := filepath.Join(s.root, tmpName)
 	// Link, unlike rename, fails if the marker exists: of two processes
 	// creating the store at once, exactly one wins and both then read the
 	// winner's marker.

@@ -2,6 +2,7 @@ package filestore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -211,5 +212,78 @@ func TestVersion1StoreKeepsItsStripes(t *testing.T) {
 			fmt.Appendf(nil, `{"format":"filestore","version":%d,"layout":"1x2","stripes":256}`, v), 0o600))
 		_, err := Open(bad, &Options{SweepInterval: -1})
 		require.ErrorIs(t, err, ErrNotStore, "version %d", v)
+	}
+}
+
+// TestRemovedShardDirectory: an operator removes a shard directory while
+// two stores (two processes, as far as the kernel is concerned) keep its
+// descriptor open. The store that writes next recreates the directory, and
+// the other, whose descriptor now names the removed directory, still loads
+// that record, deletes it durably and saves again, by noticing that its
+// descriptor's directory has no links left.
+func TestRemovedShardDirectory(t *testing.T) {
+	a, b := twoStores(t)
+	const id = "moved-out"
+	require.NoError(t, a.Save(bg, id, []byte("1"), time.Time{}))
+	_, err := b.Load(bg, id) // b now holds the shard's descriptor too
+	require.NoError(t, err)
+	r, err := a.refOf(id)
+	require.NoError(t, err)
+	require.NotNil(t, b.dirs.slots[r.shard].Load(), "b did not cache the shard directory")
+
+	require.NoError(t, os.RemoveAll(r.dir))
+	_, err = b.Load(bg, id)
+	require.ErrorIs(t, err, ErrNotFound)
+
+	require.NoError(t, a.Save(bg, id, []byte("2"), time.Time{})) // recreates the directory
+	rec, err := b.Load(bg, id)
+	require.NoError(t, err, "a stale shard descriptor hid a record")
+	require.Equal(t, "2", string(rec.Data))
+
+	require.NoError(t, os.RemoveAll(r.dir))
+	require.NoError(t, a.Save(bg, id, []byte("3"), time.Time{}))
+	require.NoError(t, b.Delete(bg, id))
+	_, err = a.Load(bg, id)
+	require.ErrorIs(t, err, ErrNotFound, "a Delete through a stale descriptor removed nothing")
+
+	require.NoError(t, os.RemoveAll(r.dir))
+	require.NoError(t, b.Save(bg, id, []byte("4"), time.Time{}))
+	rec, err = a.Load(bg, id)
+	require.NoError(t, err)
+	require.Equal(t, "4", string(rec.Data))
+}
+
+// TestCloseWithLoadsInFlight: Loads running while Close closes the cached
+// shard directories either complete or report ErrClosed; none uses a
+// descriptor after it is closed (which could name another file by then),
+// and every descriptor is closed in the end (the hygiene check).
+func TestCloseWithLoadsInFlight(t *testing.T) {
+	rounds := 100 // under -race, enough to catch a descriptor closed in use
+	if testing.Short() {
+		rounds = 20
+	}
+	for range rounds {
+		s := openTest(t, nil)
+		for i := range 64 {
+			require.NoError(t, s.Save(bg, benchID(i), []byte("x"), time.Time{}))
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for g := range 4 {
+			wg.Go(func() {
+				<-start
+				for i := 0; ; i++ {
+					_, err := s.Load(bg, benchID(g*16+i%16))
+					if errors.Is(err, ErrClosed) {
+						return
+					}
+					require.NoError(t, err)
+				}
+			})
+		}
+		close(start)
+		time.Sleep(time.Millisecond)
+		require.NoError(t, s.Close())
+		wg.Wait()
 	}
 }

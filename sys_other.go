@@ -24,6 +24,10 @@ func checkRecordFile(fi fs.FileInfo) error {
 
 func checkRootOwner(fs.FileInfo) error { return nil }
 
+// dirRemoved cannot tell without link counts: a cached directory is then
+// never taken for removed.
+func dirRemoved(fs.FileInfo) bool { return false }
+
 func umaskTrims() bool { return true }
 
 // busyLock is the lockFile where flock(2) is not at hand: it always reports

@@ -51,6 +51,13 @@ func checkRecordFile(fi fs.FileInfo) error {
 	return nil
 }
 
+// dirRemoved reports whether fi, the fstat of an open directory, says the
+// directory has been removed: a removed directory has no links.
+func dirRemoved(fi fs.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Nlink == 0
+}
+
 // checkRootOwner refuses a root directory owned by another user: whoever
 // owns it can swap its contents under us.
 func checkRootOwner(fi fs.FileInfo) error {
