@@ -434,30 +434,18 @@ func (s *Store) Load(ctx context.Context, id string) (Record, error) {
 	return Record{ID: id, Data: d.data, Expiry: expiryTime(d.expiry)}, nil
 }
 
-// read reads and decodes the record file at path and checks that it belongs
-// there: that it holds id, or, with id empty (a walk, which knows only the
-// file name), an id whose hash is the file's name. A record copied or moved
-// to another record's path is ErrCorrupt, like any other record that is not
-// what this store wrote. A missing file is ErrNotFound. The returned data is
-// owned by the caller.
-func (s *Store) read(path, id string) (decoded, error) {
-	f, err := s.fs.OpenFile(path, os.O_RDONLY|noFollow|noBlock, 0)
-	if err != nil {
-		return decoded{}, recordOpenErr(err)
-	}
-	defer f.Close()
-	return s.decodeFile(f, id)
-}
-
-// readRecord is read of r's record, which must hold id, through its shard
-// directory's cached descriptor where there is one.
+// readRecord reads and decodes r's record, through its shard directory's
+// cached descriptor where there is one, and checks that it belongs there:
+// that it holds id. A record copied or moved to another record's path is
+// ErrCorrupt, like any other record that is not what this store wrote. A
+// missing file is ErrNotFound. The returned data is owned by the caller.
 func (s *Store) readRecord(r ref, id string) (decoded, error) {
 	d, use := s.dirs.get(r.shard, r.dir)
-	f, err := d.Open(r.hex, os.O_RDONLY|noFollow|noBlock, 0)
+	f, err := openRecord(d, r.hex)
 	if errors.Is(err, fs.ErrNotExist) && s.dirs.stale(r.shard, d) {
 		use.release()
 		d, use = s.dirs.get(r.shard, r.dir)
-		f, err = d.Open(r.hex, os.O_RDONLY|noFollow|noBlock, 0)
+		f, err = openRecord(d, r.hex)
 	}
 	use.release() // an open file needs no open directory
 	if err != nil {
@@ -467,16 +455,38 @@ func (s *Store) readRecord(r ref, id string) (decoded, error) {
 	return s.decodeFile(f, id)
 }
 
-// readIn is read of the record file name in the walked directory d, for a
-// walk, which knows no id.
+// readIn is readRecord of the record file name in the walked directory d,
+// for a walk, which knows only the file name: the record must hold an id
+// whose hash is that name.
 func (s *Store) readIn(d dir, name string) (decoded, error) {
-	f, err := d.Open(name, os.O_RDONLY|noFollow|noBlock, 0)
+	f, err := openRecord(d, name)
 	if err != nil {
 		return decoded{}, recordOpenErr(err)
 	}
 	defer f.Close()
 	return s.decodeFile(f, "")
 }
+
+// openRecord opens the record file name in d for reading, with O_NOATIME
+// where the system has it. Every write sets a record's modification time
+// to its expiry, in the future, and relatime updates the access time of
+// any file read whose access time is older than its modification time: so
+// without O_NOATIME every Load of a live session would dirty its inode, a
+// journalled metadata write on a disk. The kernel allows O_NOATIME only to
+// a file's owner; for any other file (which decodeFile refuses anyway) the
+// open is made without it.
+func openRecord(d dir, name string) (file, error) {
+	f, err := d.Open(name, recordReadFlags, 0)
+	if noATime != 0 && errors.Is(err, syscall.EPERM) {
+		f, err = d.Open(name, recordReadFlags&^noATime, 0)
+	}
+	return f, err
+}
+
+// recordReadFlags opens a record file for reading: never through a
+// planted symlink, never blocking on a planted FIFO, and leaving its
+// access time alone.
+const recordReadFlags = os.O_RDONLY | noFollow | noBlock | noATime
 
 // recordOpenErr classifies an error opening a record file for reading.
 func recordOpenErr(err error) error {

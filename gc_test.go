@@ -2,11 +2,13 @@ package filestore
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -248,4 +250,46 @@ func TestSweepLocksOncePerRun(t *testing.T) {
 	}
 	_, err = s.Load(bg, "live")
 	require.NoError(t, err)
+}
+
+// TestReadsLeaveAccessTimes: every write sets a record file's mtime to its
+// expiry, in the future, and relatime then updates the access time on
+// every read, dirtying the inode: a metadata write for each Load on a
+// disk. Load, Update's read, ForEach and the sweeper's locked re-read must
+// leave the access time as it was.
+func TestReadsLeaveAccessTimes(t *testing.T) {
+	s := openTest(t, nil)
+	const id = "reader"
+	require.NoError(t, s.Save(bg, id, []byte("1"), time.Now().Add(time.Hour)))
+	r, err := s.refOf(id)
+	require.NoError(t, err)
+	fi, err := os.Stat(r.path())
+	require.NoError(t, err)
+	past := time.Now().Add(-48 * time.Hour).Truncate(time.Second)
+	require.NoError(t, os.Chtimes(r.path(), past, fi.ModTime()))
+	atime := func() time.Time {
+		st, err := os.Stat(r.path())
+		require.NoError(t, err)
+		return time.Unix(st.Sys().(*syscall.Stat_t).Atim.Unix())
+	}
+	require.Equal(t, past, atime())
+
+	_, err = s.Load(bg, id)
+	require.NoError(t, err)
+	require.Equal(t, past, atime(), "Load updated the access time")
+	require.NoError(t, s.ForEach(bg, func(Record) error { return nil }))
+	require.Equal(t, past, atime(), "ForEach updated the access time")
+	readOnly := errors.New("read only")
+	require.ErrorIs(t, s.Update(bg, id, func(cur *Record) (*Record, error) {
+		require.NotNil(t, cur)
+		return nil, readOnly
+	}), readOnly)
+	require.Equal(t, past, atime(), "Update's read updated the access time")
+
+	// A live record whose hint was lost is re-read under its lock.
+	require.NoError(t, os.Chtimes(r.path(), past, past))
+	n, err := s.DeleteExpired(bg)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	require.Equal(t, past, atime(), "the sweeper's re-read updated the access time")
 }

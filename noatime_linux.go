@@ -1,0 +1,6 @@
+package filestore
+
+import "syscall"
+
+// noATime is O_NOATIME: see openRecord.
+const noATime = syscall.O_NOATIME
