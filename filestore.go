@@ -472,15 +472,13 @@ func (s *Store) readIn(d dir, name string) (decoded, error) {
 // to its expiry, in the future, and relatime updates the access time of
 // any file read whose access time is older than its modification time: so
 // without O_NOATIME every Load of a live session would dirty its inode, a
-// journalled metadata write on a disk. The kernel allows O_NOATIME only to
-// a file's owner; for any other file (which decodeFile refuses anyway) the
-// open is made without it.
+// journalled metadata write on a disk. The kernel allows O_NOATIME only on
+// a file the process owns (or with CAP_FOWNER), so a record file of another
+// owner, which decodeFile would refuse as corrupt, fails here with EPERM
+// instead. It is not retried without the flag: an EPERM for any other
+// reason must not be hidden.
 func openRecord(d dir, name string) (file, error) {
-	f, err := d.Open(name, recordReadFlags, 0)
-	if noATime != 0 && errors.Is(err, syscall.EPERM) {
-		f, err = d.Open(name, recordReadFlags&^noATime, 0)
-	}
-	return f, err
+	return d.Open(name, recordReadFlags, 0)
 }
 
 // recordReadFlags opens a record file for reading: never through a
