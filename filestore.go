@@ -179,7 +179,10 @@ type Options struct {
 	// ("1x2" is 256 directories, "1x3" 4,096, "2x2" 65,536). Empty means
 	// DefaultLayout for a new store and the recorded layout for an
 	// existing one; a non-empty value that differs from the recorded
-	// layout makes Open fail with ErrLayout.
+	// layout makes Open fail with ErrLayout. With "flat" and "1x2" (and
+	// "1x1", "2x1") a Store keeps its shard directories open and names
+	// records relative to them; with more directories than 256 it names
+	// them by path, which is slower (bench/RESULTS.md).
 	Layout string
 
 	// MaxRecordSize caps the length of a record's data, before
