@@ -157,14 +157,8 @@ func (s *Store) replaceLocked(r ref, b []byte) error {
 // deleted session (a logout) cannot come back after a crash. It reports
 // whether there was a record. The record's stripe lock must be held.
 func (s *Store) removeLocked(r ref) (bool, error) {
-	d, use := s.dirs.get(r.shard, r.dir)
-	defer func() { use.release() }()
-	err := d.Remove(r.hex)
-	if errors.Is(err, fs.ErrNotExist) && s.dirs.stale(r.shard, d) {
-		use.release()
-		d, use = s.dirs.get(r.shard, r.dir)
-		err = d.Remove(r.hex)
-	}
+	d, use, err := s.inShard(r, func(d dir) error { return d.Remove(r.hex) })
+	defer use.release()
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}

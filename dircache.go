@@ -1,6 +1,8 @@
 package filestore
 
 import (
+	"errors"
+	"io/fs"
 	"sync"
 	"sync/atomic"
 )
@@ -118,7 +120,7 @@ func (c *dirCache) get(shard int, path string) (dir, *cachedDir) {
 
 // drop stops caching d as shard's directory, if it is cached: its directory
 // is gone, or about to be made again. The caller's use of d stays valid
-// until it calls its done func.
+// until it releases it.
 func (c *dirCache) drop(shard int, d dir) {
 	if c.slots == nil {
 		return
@@ -145,6 +147,21 @@ func (c *dirCache) stale(shard int, d dir) bool {
 	}
 	c.drop(shard, d)
 	return true
+}
+
+// inShard runs op on r's shard directory and, if op found no such name
+// because the cached descriptor's directory has been removed, once more on
+// the directory now at the path. It returns the dir op last ran on and its
+// use, which the caller releases when done with the dir.
+func (s *Store) inShard(r ref, op func(d dir) error) (dir, *cachedDir, error) {
+	d, use := s.dirs.get(r.shard, r.dir)
+	err := op(d)
+	if errors.Is(err, fs.ErrNotExist) && s.dirs.stale(r.shard, d) {
+		use.release()
+		d, use = s.dirs.get(r.shard, r.dir)
+		err = op(d)
+	}
+	return d, use, err
 }
 
 // close closes every cached descriptor, each once its users are done, and

@@ -134,6 +134,8 @@ func (f *fdFile) Stat() (fs.FileInfo, error) {
 	if f.fd < 0 {
 		return nil, f.fail("stat", os.ErrClosed)
 	}
+	// The result lives in f and is overwritten by the next Stat: the
+	// engine stats a file once and uses the result at once.
 	fi := &f.info
 	fi.name = filepath.Base(f.name)
 	if err := syscall.Fstat(f.fd, &fi.st); err != nil {

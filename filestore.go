@@ -443,13 +443,11 @@ func (s *Store) Load(ctx context.Context, id string) (Record, error) {
 // ErrCorrupt, like any other record that is not what this store wrote. A
 // missing file is ErrNotFound. The returned data is owned by the caller.
 func (s *Store) readRecord(r ref, id string) (decoded, error) {
-	d, use := s.dirs.get(r.shard, r.dir)
-	f, err := openRecord(d, r.hex)
-	if errors.Is(err, fs.ErrNotExist) && s.dirs.stale(r.shard, d) {
-		use.release()
-		d, use = s.dirs.get(r.shard, r.dir)
+	var f file
+	_, use, err := s.inShard(r, func(d dir) (err error) {
 		f, err = openRecord(d, r.hex)
-	}
+		return err
+	})
 	use.release() // an open file needs no open directory
 	if err != nil {
 		return decoded{}, recordOpenErr(err)
@@ -505,7 +503,7 @@ func recordOpenErr(err error) error {
 }
 
 // decodeFile reads and decodes the open record file f and checks it as
-// read describes. f's name is the record's path, asked for only to name it
+// readRecord and readIn describe. f's name is the record's path, asked for only to name it
 // in an error.
 func (s *Store) decodeFile(f file, id string) (decoded, error) {
 	fi, err := f.Stat()
@@ -712,9 +710,9 @@ const maxReportedErrors = 16
 // finish, and closes the lock files and shard directories the store keeps
 // open, waiting for any Save, Delete or Update in flight to release its
 // record's lock first (so Close must not be called from inside an Update's
-// fn); a Load in flight closes the shard directory it uses as it returns. Every later call of
-// a Store method, Close included, returns ErrClosed. Methods already
-// running when Close is called complete normally.
+// fn); a Load in flight closes the shard directory it uses as it returns.
+// Every later call of a Store method, Close included, returns ErrClosed.
+// Methods already running when Close is called complete normally.
 func (s *Store) Close() error {
 	err := ErrClosed
 	s.closeOnce.Do(func() {

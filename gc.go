@@ -124,8 +124,8 @@ func walkBatches(ctx context.Context, d dir, batch func(d dir, names []string) e
 // re-checks the record's expiry under it, so a session refreshed during the
 // sweep survives. It holds one stripe lock for up to 32 candidates in a
 // row, so a Save, Delete or Update of a record in that stripe may wait for
-// that many removals. It never removes a file it did not create: unknown names,
-// symlinks and corrupt records are left alone. Errors on single files do
+// that many removals. It never removes a file it did not create: unknown
+// names, symlinks and corrupt records are left alone. Errors on single files do
 // not stop the sweep; they are returned joined at its end.
 func (s *Store) DeleteExpired(ctx context.Context) (int, error) {
 	if s.closed.Load() {
