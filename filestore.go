@@ -382,14 +382,14 @@ func (s *Store) MaxRecordSize() int { return s.opts.MaxRecordSize }
 // Layout returns the store's shard layout, such as "1x2".
 func (s *Store) Layout() string { return s.layout.String() }
 
-// ref locates one record: the hash of its id, its shard and its stripe.
+// ref locates one record: the hash of its id, its shard and its lock.
 type ref struct {
-	sum    [32]byte
-	hex    string
-	dir    string // the shard directory
-	file   string // the record's path, dir/hex
-	shard  int    // the shard directory's number, layout.leafOf
-	stripe int
+	sum   [32]byte
+	hex   string
+	dir   string // the shard directory
+	file  string // the record's path, dir/hex
+	shard int    // the shard directory's number, layout.leafOf
+	lk    recordLock
 }
 
 func (r ref) path() string { return r.file }
@@ -401,7 +401,7 @@ func (s *Store) refOf(id string) (ref, error) {
 	}
 	sum, hex := hashID(id)
 	dir, file := s.layout.recordPath(s.data, hex)
-	return ref{sum: sum, hex: hex, dir: dir, file: file, shard: s.layout.leafOf(sum), stripe: s.locks.stripeOf(sum)}, nil
+	return ref{sum: sum, hex: hex, dir: dir, file: file, shard: s.layout.leafOf(sum), lk: s.locks.of(sum)}, nil
 }
 
 // begin checks that the store is open and the context live, and locates id.
@@ -558,7 +558,7 @@ func (s *Store) Save(ctx context.Context, id string, data []byte, expiry time.Ti
 	}
 	// Encode (and compress) before taking the lock, to hold it shorter.
 	b := encodeRecord(id, data, expiry, rand.Uint64(), s.opts.Compress)
-	unlock, err := s.locks.lock(ctx, r.stripe)
+	unlock, err := s.locks.lock(ctx, r.lk)
 	if err != nil {
 		return opErr("save", err)
 	}
@@ -579,7 +579,7 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return opErr("delete", err)
 	}
-	unlock, err := s.locks.lock(ctx, r.stripe)
+	unlock, err := s.locks.lock(ctx, r.lk)
 	if err != nil {
 		return opErr("delete", err)
 	}
@@ -600,15 +600,27 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 // returned by Update unwrapped. If the current file is corrupt, Update
 // returns ErrCorrupt without calling fn (Delete removes such a record).
 //
+// The returned record is stored as it is, Expiry included, and a zero
+// Expiry means "never expires". To change only the data, change cur and
+// return it, which keeps its expiry:
+//
+//	cur.Data = next(cur.Data)
+//	return cur, nil
+//
+// A new &Record{Data: ...} without an Expiry makes the session immortal.
+//
 // Update waits for the lock honouring ctx, then holds it while fn runs and
-// while the result is written: keep fn short, and do not call Store methods
-// on the same id from fn, which would deadlock.
+// while the result is written: keep fn short. fn may call any Store method
+// on any other id (on Linux, even while another process's fn does the
+// same; elsewhere two processes whose fns write records of each other's
+// lock stripes can deadlock). A method on the same id called from fn waits
+// for fn, which deadlocks.
 func (s *Store) Update(ctx context.Context, id string, fn func(cur *Record) (*Record, error)) error {
 	r, err := s.begin(ctx, id)
 	if err != nil {
 		return opErr("update", err)
 	}
-	unlock, err := s.locks.lock(ctx, r.stripe)
+	unlock, err := s.locks.lock(ctx, r.lk)
 	if err != nil {
 		return opErr("update", err)
 	}

@@ -120,12 +120,12 @@ func walkBatches(ctx context.Context, d dir, batch func(d dir, names []string) e
 // removed. It also removes temp files left behind by writers that crashed.
 //
 // DeleteExpired waits, honouring ctx, while another process or goroutine
-// sweeps the same store; it takes the lock of each candidate record and
+// sweeps the same store. It takes the lock of each candidate record and
 // re-checks the record's expiry under it, so a session refreshed during the
-// sweep survives. It holds one stripe lock for up to 32 candidates in a
-// row, so a Save, Delete or Update of a record in that stripe may wait for
-// that many removals. It never removes a file it did not create: unknown
-// names, symlinks and corrupt records are left alone. Errors on single files do
+// sweep survives; a record whose lock is held at that moment (by a Save,
+// Delete or Update, which replaces or removes it) is left for the next
+// sweep. It never removes a file it did not create: unknown names,
+// symlinks and corrupt records are left alone. Errors on single files do
 // not stop the sweep; they are returned joined at its end.
 func (s *Store) DeleteExpired(ctx context.Context) (int, error) {
 	if s.closed.Load() {
@@ -182,9 +182,10 @@ func (s *Store) sweep(ctx context.Context, try bool) (int, error) {
 		}
 	}
 	// Each batch of names is sifted without locks (one lstat a name), and
-	// the candidates left are removed under their stripes' locks, one lock
-	// for up to sweepRun candidates of the same stripe: in a version 2
-	// store every candidate of a shard directory shares its stripe.
+	// the candidates left are removed under their records' locks, the
+	// sweeper entering each stripe once for up to sweepRun candidates of
+	// it: in a version 2 store every candidate of a shard directory shares
+	// its stripe.
 	var cands []sweepCandidate
 	batch := func(d dir, names []string) error {
 		cands = cands[:0]
@@ -197,10 +198,10 @@ func (s *Store) sweep(ctx context.Context, try bool) (int, error) {
 				cands = append(cands, c)
 			}
 		}
-		slices.SortStableFunc(cands, func(a, b sweepCandidate) int { return cmp.Compare(a.stripe, b.stripe) })
+		slices.SortStableFunc(cands, func(a, b sweepCandidate) int { return cmp.Compare(a.lk.stripe, b.lk.stripe) })
 		for i := 0; i < len(cands); {
 			n := 1
-			for i+n < len(cands) && n < sweepRun && cands[i+n].stripe == cands[i].stripe {
+			for i+n < len(cands) && n < sweepRun && cands[i+n].lk.stripe == cands[i].lk.stripe {
 				n++
 			}
 			records, files, err := s.sweepLocked(ctx, d, cands[i:i+n], note)
@@ -282,18 +283,20 @@ func expiryHint(exp int64) time.Time {
 	return time.Unix(0, exp)
 }
 
-// sweepRun is the most candidates the sweeper removes under one taking of
-// a stripe lock. It bounds how long a Save, Delete or Update of a record
-// in that stripe waits for the sweeper: about 0.3 ms on tmpfs, a few ms on
-// a disk, where each removal is slower.
+// sweepRun is the most candidates the sweeper removes in one entry into
+// their stripe. Where the stripe flock is exclusive (off Linux, and against
+// processes of earlier versions) it bounds how long a Save, Delete or
+// Update of a record in that stripe in another process waits for the
+// sweeper: about 0.3 ms on tmpfs, a few ms on a disk.
 const sweepRun = 32
 
 // sweepCandidate is a file the sweeper may remove: a record file that
-// looks expired, or a stale temp file.
+// looks expired, or a stale temp file, and the lock of the record it
+// belongs to.
 type sweepCandidate struct {
-	name   string
-	stripe int
-	temp   bool
+	name string
+	lk   recordLock
+	temp bool
 }
 
 // sweepCheck sifts one name of a shard directory, without locks: it
@@ -324,7 +327,7 @@ func (s *Store) sweepCheck(d dir, name string) (sweepCandidate, bool, error) {
 		if fi.ModTime().After(s.now()) {
 			return sweepCandidate{}, false, nil
 		}
-		return sweepCandidate{name: name, stripe: stripeOfHex(s.locks, name)}, true, nil
+		return sweepCandidate{name: name, lk: s.locks.of(sumOfHex(name))}, true, nil
 	}
 	owner, ok := tempOwner(name)
 	if !ok {
@@ -340,16 +343,18 @@ func (s *Store) sweepCheck(d dir, name string) (sweepCandidate, bool, error) {
 	if err != nil || !fi.Mode().IsRegular() || s.now().Sub(tempBorn(fi)) < staleTempAge {
 		return sweepCandidate{}, false, err
 	}
-	return sweepCandidate{name: name, stripe: stripeOfHex(s.locks, owner), temp: true}, true, nil
+	return sweepCandidate{name: name, lk: s.locks.of(sumOfHex(owner)), temp: true}, true, nil
 }
 
-// sweepLocked takes the stripe lock of cands, which all share one stripe,
-// and removes those that, checked again under it, are still expired
-// records or are temp files. It returns how many records and how many
-// files in all it removed, and an error only when it could not take the
-// lock because ctx ended; the errors of single files go to note.
+// sweepLocked enters the stripe that cands all share, once, and removes
+// those candidates that, checked again under their record's lock, are still
+// expired records or are temp files. A candidate whose lock a writer holds
+// right now is left for a later sweep: that writer is replacing or removing
+// it. sweepLocked returns how many records and how many files in all it
+// removed, and an error only when ctx ended; the errors of single files go
+// to note.
 func (s *Store) sweepLocked(ctx context.Context, d dir, cands []sweepCandidate, note func(error)) (records, files int, err error) {
-	unlock, err := s.locks.lock(ctx, cands[0].stripe)
+	leave, err := s.locks.enterStripe(ctx, cands[0].lk.stripe)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, 0, ctx.Err()
@@ -357,9 +362,21 @@ func (s *Store) sweepLocked(ctx context.Context, d dir, cands []sweepCandidate, 
 		note(err)
 		return 0, 0, nil
 	}
-	defer unlock()
+	defer leave()
 	for _, c := range cands {
+		unlock, err := s.locks.tryLock(ctx, c.lk)
+		if errors.Is(err, errLockBusy) {
+			continue
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return records, files, ctx.Err()
+			}
+			note(err)
+			continue
+		}
 		gone, err := s.removeCandidate(d, c)
+		unlock()
 		if err != nil {
 			note(err)
 		}
@@ -407,9 +424,9 @@ func (s *Store) removeCandidate(d dir, c sweepCandidate) (bool, error) {
 	return true, nil
 }
 
-// stripeOfHex is locker.stripeOf for a record named by its hex hash.
-func stripeOfHex(l *locker, name string) int {
-	var sum [32]byte
-	_, _ = hex.Decode(sum[:2], []byte(name[:4])) // name is validated lowercase hex
-	return l.stripeOf(sum)
+// sumOfHex is the hash a record file is named by: the inverse of hashID's
+// hex form, for a walk, which knows a record only by its name.
+func sumOfHex(name string) (sum [32]byte) {
+	_, _ = hex.Decode(sum[:], []byte(name[:hashHexLen])) // name is validated lowercase hex
+	return sum
 }

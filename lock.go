@@ -2,15 +2,65 @@ package filestore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 
 	"github.com/gofrs/flock"
 )
+
+// Record locking protocol. Every Save, Delete and Update of a record, and
+// the sweeper's removal of it, holds the record's lock, which has three
+// parts, taken in this order and released in reverse:
+//
+//  1. the record's in-process lock: a mutex per record hash, in a table
+//     that holds only the records locked right now (idTable). It excludes
+//     the goroutines of this process, and is what the race detector sees.
+//  2. this process's share of the record's stripe: one of 256 lock files
+//     in <root>/locks, picked by the record hash. The first goroutine of
+//     the process to enter a stripe takes flock(2) on its lock file, the
+//     last one to leave releases it; the goroutines in between only count
+//     (stripe.users). The count is changed under the stripe's gate, and
+//     the flock is released before the gate is, so a goroutine entering
+//     the stripe never sees a count without the flock behind it.
+//  3. where the system has open file description locks (Linux), an
+//     exclusive fcntl(2) lock on one byte of the stripe's lock file, at an
+//     offset read off the record hash (rangeOffset): a lock per record
+//     across processes, without a lock file per record.
+//
+// With range locks (3) the stripe flock is shared (LOCK_SH): processes of
+// this version exclude each other per record, and the shared flock still
+// excludes processes of earlier versions, which take the stripe flock
+// exclusively. Without range locks (off Linux, and with the test
+// filesystems) the stripe flock is exclusive and is the cross-process lock.
+//
+// Why per record, not per stripe: an Update's fn may Save, Delete, Update
+// or Load any other record, in any stripe, from this process or while
+// another process's fn does the same, without deadlock. With one lock per
+// stripe, fn saving a record of its own stripe waited for itself, and two
+// processes whose fns each wrote into the other's stripe waited for each
+// other. Calling a method on the record fn was given still deadlocks, as it
+// must: that record's lock is held until fn returns. Off Linux, where the
+// stripe flock is exclusive, the second case remains: two processes whose
+// Update fns write records of each other's stripes can deadlock.
+//
+// Lock files are created on first use and never deleted: deleting one lets
+// two processes hold "the same" lock. Should an operator delete them
+// anyway, a stripe whose lock file is found unlinked after locking is
+// reopened at its path (errLockStale).
+//
+// A wait for a busy lock honours the caller's context. flock(2) and
+// F_OFD_SETLKW cannot be cancelled, so the wait runs in a goroutine; if the
+// context ends first, the caller returns and the goroutine, once it has the
+// lock, releases it and only then lets go of the in-process part that
+// guards it (the gate or the record's mutex). No other goroutine of this
+// process can therefore take a lock through the same descriptor while an
+// abandoned wait on it is pending.
 
 var (
 	// errLockBusy is returned by a try-lock that found the lock held.
@@ -48,67 +98,128 @@ func flockFile(ctx context.Context, name string, try bool) (func() error, error)
 	if try {
 		return nil, errLockBusy
 	}
-	if ctx.Done() == nil {
-		if err := fl.Lock(); err != nil {
-			return nil, fmt.Errorf("lock: %w", err)
+	_, err = waitFor(ctx, fl.Lock, func(err error) {
+		if err == nil {
+			_ = fl.Unlock() // error deliberately ignored: nobody holds this lock
 		}
-		return fl.Unlock, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return fl.Unlock, nil
+}
+
+// waitFor runs the blocking acquisition acquire, honouring ctx. If ctx ends
+// first it returns ctx's error at once with abandoned set, and leaves
+// acquire running in a goroutine, which then calls abandon with acquire's
+// result: abandon releases what acquire took, if it took it, and whatever
+// in-process guard the caller handed over with the wait. A context that can
+// never end waits in place.
+func waitFor(ctx context.Context, acquire func() error, abandon func(error)) (abandoned bool, err error) {
+	if ctx.Done() == nil {
+		if err := acquire(); err != nil {
+			return false, fmt.Errorf("lock: %w", err)
+		}
+		return false, nil
 	}
 	done := make(chan error, 1)
-	go func() { done <- fl.Lock() }()
+	go func() { done <- acquire() }()
 	select {
 	case err := <-done:
 		if err != nil {
-			return nil, fmt.Errorf("lock: %w", err)
+			return false, fmt.Errorf("lock: %w", err)
 		}
-		return fl.Unlock, nil
+		return false, nil
 	case <-ctx.Done():
-		go func() {
-			if <-done == nil {
-				_ = fl.Unlock() // error deliberately ignored: nobody holds this lock
-			}
-		}()
-		return nil, ctx.Err()
+		go func() { abandon(<-done) }()
+		return true, ctx.Err()
 	}
 }
 
-// locker hands out the store's striped locks. Each stripe is a lock file in
-// <root>/locks that is created on first use and never deleted (deleting a
-// lock file lets two processes hold "the same" lock), paired with an
-// in-process mutex: flock excludes processes, the mutex excludes goroutines
-// of this process and is what the race detector sees.
-//
-// The in-process mutexes are buffered channels so that waiting on them can
-// honour a context.
-//
-// Taking a stripe has two paths. The fast one, for a lock no other process
-// holds, is flock(LOCK_EX|LOCK_NB) and later LOCK_UN on a descriptor the
-// locker keeps open for the stripe (held[i]): two system calls, plus an
-// fstat that notices a lock file someone deleted. The slow one, when the
-// lock is busy, waits through gofrs/flock on a fresh descriptor (flockFile),
-// which is what makes the wait cancellable. gofrs/flock alone would be the
-// slow path every time: its Unlock closes the descriptor, so every
-// acquisition paid an open, a close and a failed netpoller registration,
-// a quarter of a Save's time on tmpfs. Both paths lock the same file with
-// flock(2), so they exclude each other, and processes running an older
-// filestore, exactly as before.
+// handedOff is the error of a lock wait that its context ended: the
+// goroutine still waiting now owns the in-process guard the caller held
+// (a stripe's gate, a record's mutex) and releases it when its wait is
+// over, so the caller must not. It reads and matches as the context's
+// error.
+type handedOff struct{ err error }
+
+func (e handedOff) Error() string { return e.err.Error() }
+func (e handedOff) Unwrap() error { return e.err }
+
+func isHandedOff(err error) bool {
+	var h handedOff
+	return errors.As(err, &h)
+}
+
+// rangeLockFile is a lockFile that can also be locked shared, and by byte
+// range with open file description locks (fcntl F_OFD_SETLK): osFS's lock
+// files on Linux. Range locks belong to the descriptor, like flock(2)
+// locks, not to the process, so they exclude other descriptors only; the
+// locker guards each range of its descriptor with the record's in-process
+// lock. Like lockFile it is not safe for concurrent use of one range.
+type rangeLockFile interface {
+	lockFile
+	// TryLockShared takes a shared flock without waiting, with TryLock's
+	// errors.
+	TryLockShared() error
+	// LockShared waits for a shared flock. It returns errLockStale, not
+	// holding it, if the file has been unlinked.
+	LockShared() error
+	// TryLockRange takes an exclusive lock of the byte at off without
+	// waiting; errLockBusy if another descriptor holds it.
+	TryLockRange(off int64) error
+	// LockRange waits for the exclusive lock of the byte at off.
+	LockRange(off int64) error
+	// UnlockRange releases the lock of the byte at off.
+	UnlockRange(off int64) error
+}
+
+// locker hands out the store's record locks (see the protocol above). It
+// is safe for concurrent use.
 type locker struct {
 	fs       fsys
 	dir      string // <root>/locks
-	stripes  []chan struct{}
-	paths    []string    // stripe i's lock file
-	made     []bool      // stripe i's lock file exists; guarded by stripes[i]
-	held     []lockFile  // stripe i's open lock file, or nil; guarded by stripes[i]
-	shut     atomic.Bool // close has begun: hold no more descriptors open
-	fixModes bool        // the umask trims mode bits: chmod new lock files
-	byPrefix bool        // stripes follow the hash's leading bits (marker version 2)
+	stripes  []stripe
+	ids      idTable
+	byPrefix bool // stripes follow the hash's leading bits (marker version 2)
+	fixModes bool // the umask trims mode bits: chmod new lock files
+	ranges   bool // per-record range locks; the stripe flock is shared
+
+	// Holds in flight, so that close can wait for them before it closes
+	// the kept-open lock files.
+	active atomic.Int64
+	shut   atomic.Bool // close has begun: keep no more lock files open
+	mu     sync.Mutex  // for idle
+	idle   sync.Cond   // signalled when active drops to 0 after shut
+}
+
+// stripe is one lock file and this process's share of it.
+type stripe struct {
+	// gate serialises this process's entries into and exits from the
+	// stripe. It is a buffered channel so that waiting on it can honour a
+	// context.
+	gate  chan struct{}
+	path  string
+	made  bool     // the lock file exists; guarded by gate
+	users int      // goroutines of this process in the stripe; guarded by gate
+	file  lockFile // the open lock file, or nil; guarded by gate
+	// While users > 0, leave releases the process's flock on the stripe:
+	// through file when the fast path took it, else through the fresh
+	// descriptor gofrs/flock waited on. Guarded by gate.
+	leave func() error
+	fresh bool // leave is gofrs/flock's, on its own descriptor; guarded by gate
+	keep  bool // keep file open when the last user leaves; guarded by gate
 }
 
 func newLocker(fsys fsys, dir string, n int, byPrefix, fixModes bool) *locker {
-	l := &locker{fs: fsys, dir: dir, stripes: make([]chan struct{}, n), paths: make([]string, n), made: make([]bool, n), held: make([]lockFile, n), byPrefix: byPrefix, fixModes: fixModes}
+	l := &locker{fs: fsys, dir: dir, stripes: make([]stripe, n), byPrefix: byPrefix, fixModes: fixModes}
+	l.idle.L = &l.mu
+	if rl, ok := fsys.(interface{ rangeLocks() bool }); ok {
+		l.ranges = rl.rangeLocks()
+	}
 	for i := range l.stripes {
-		l.stripes[i] = make(chan struct{}, 1)
-		l.paths[i] = filepath.Join(dir, fmt.Sprintf("stripe-%04x.lock", i))
+		l.stripes[i].gate = make(chan struct{}, 1)
+		l.stripes[i].path = filepath.Join(dir, fmt.Sprintf("stripe-%04x.lock", i))
 	}
 	return l
 }
@@ -139,8 +250,8 @@ func (l *locker) ensure(path string) error {
 // onto the stripes, so records whose names share their first two hex digits
 // share a stripe (with the default 256 stripes, the stripe is the first
 // byte). A shard directory of any layout but flat then lies within one
-// stripe, and the sweeper takes one lock for a run of expired records
-// instead of one each. A version 1 store keeps the mapping it was created
+// stripe, and the sweeper enters a stripe once for a run of expired records
+// instead of once each. A version 1 store keeps the mapping it was created
 // with, the two bytes modulo the stripe count: every process sharing a
 // store must map a record to the same lock file, and older processes only
 // know that one.
@@ -152,126 +263,396 @@ func (l *locker) stripeOf(sum [32]byte) int {
 	return v % len(l.stripes)
 }
 
-// lock takes stripe i exclusively, in this process and across processes,
-// waiting until ctx is done. The returned unlock must be called exactly
-// once; it releases both locks.
-func (l *locker) lock(ctx context.Context, i int) (unlock func(), err error) {
+// rangeOffset is the byte of the stripe's lock file whose range lock is
+// the record's: 62 bits of its hash, so two records share one only by a
+// hash collision of 62 bits. The in-process lock is keyed by the same
+// value, so that two records sharing a byte would also share a mutex, and
+// still exclude each other.
+func rangeOffset(sum [32]byte) int64 {
+	return int64(binary.BigEndian.Uint64(sum[2:10]) >> 2)
+}
+
+// recordLock names a record's lock: its stripe and its range.
+type recordLock struct {
+	stripe int
+	off    int64
+}
+
+func (l *locker) of(sum [32]byte) recordLock {
+	return recordLock{stripe: l.stripeOf(sum), off: rangeOffset(sum)}
+}
+
+// lock takes r exclusively, in this process and across processes, waiting
+// until ctx is done. The returned unlock must be called exactly once.
+func (l *locker) lock(ctx context.Context, r recordLock) (unlock func(), err error) {
+	return l.take(ctx, r, false)
+}
+
+// tryLock is lock without waiting for the record: it returns errLockBusy if
+// a goroutine or process holds it. It may still wait, honouring ctx, to
+// enter the record's stripe (for an older process's exclusive flock).
+func (l *locker) tryLock(ctx context.Context, r recordLock) (unlock func(), err error) {
+	return l.take(ctx, r, true)
+}
+
+func (l *locker) take(ctx context.Context, r recordLock, try bool) (func(), error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	mu := l.stripes[i]
-	select {
-	case mu <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	path := l.stripePath(i)
-	if !l.made[i] {
-		if err := l.ensure(path); err != nil {
-			<-mu
-			return nil, fmt.Errorf("lock: %w", err)
-		}
-		l.made[i] = true
-	}
-	err = l.tryHeld(i)
-	if err == nil {
-		return func() {
-			// LOCK_UN on a descriptor we hold has no failure mode on Linux
-			// short of a kernel bug; should it fail, closing the
-			// descriptor releases the lock all the same.
-			if l.held[i].Unlock() != nil {
-				l.dropHeld(i)
-			}
-			<-mu
-		}, nil
-	}
-	if !errors.Is(err, errLockBusy) {
-		<-mu
-		return nil, fmt.Errorf("lock: %w", err)
-	}
-	// Another process holds the lock: wait for it on a fresh descriptor.
-	release, err := l.fs.Lock(ctx, path, false)
+	l.begin()
+	e, err := l.ids.lock(ctx, r.off, try)
 	if err != nil {
-		<-mu
+		l.end()
 		return nil, err
 	}
-	return func() {
-		// As above, LOCK_UN cannot fail in practice. Should it, gofrs/flock
-		// keeps the descriptor, and the lock, until the process exits; one
-		// retry is all that could help, and the in-process mutex is
-		// released either way so this process is not wedged.
-		if release() != nil {
-			_ = release() // error deliberately ignored, see above
+	if err := l.enter(ctx, r.stripe); err != nil {
+		l.ids.unlock(r.off, e)
+		l.end()
+		return nil, err
+	}
+	if l.ranges {
+		if err := l.lockRange(ctx, r, e, try); err != nil {
+			if !isHandedOff(err) {
+				l.exit(r.stripe)
+				l.ids.unlock(r.off, e)
+				l.end()
+			}
+			return nil, err
 		}
-		<-mu
+	}
+	return func() {
+		if l.ranges {
+			l.unlockRange(r)
+		}
+		l.exit(r.stripe)
+		l.ids.unlock(r.off, e)
+		l.end()
 	}, nil
 }
 
-// tryHeld tries to take stripe i through its kept-open lock file, opening
-// it first if needed. It returns errLockBusy when another process holds the
-// lock, and also once the locker is closing (the caller then takes the
-// slow path, which keeps no descriptor). A lock file that was deleted
-// under us is recreated and reopened. Stripe i's mutex must be held.
-func (l *locker) tryHeld(i int) error {
-	for range 2 {
-		if l.held[i] == nil {
-			if l.shut.Load() {
-				return errLockBusy
+// enterStripe makes the caller a user of stripe i, as a record lock does,
+// until the returned leave is called: the sweeper enters a stripe once for
+// a run of candidates, and then takes each candidate's lock without a
+// flock(2) call of its own.
+func (l *locker) enterStripe(ctx context.Context, i int) (leave func(), err error) {
+	l.begin()
+	if err := l.enter(ctx, i); err != nil {
+		l.end()
+		return nil, err
+	}
+	return func() {
+		l.exit(i)
+		l.end()
+	}, nil
+}
+
+// begin counts a hold in flight; end ends it.
+func (l *locker) begin() { l.active.Add(1) }
+
+func (l *locker) end() {
+	if l.active.Add(-1) == 0 && l.shut.Load() {
+		l.mu.Lock()
+		l.idle.Broadcast()
+		l.mu.Unlock()
+	}
+}
+
+// lockRange takes r's range lock through its stripe's lock file, which the
+// caller has entered, holding r's in-process lock e. With try set a busy
+// range is errLockBusy. If ctx ends during a wait the error is handedOff:
+// the waiting goroutine then leaves the stripe and unlocks e.
+func (l *locker) lockRange(ctx context.Context, r recordLock, e *idLock, try bool) error {
+	f := l.stripes[r.stripe].file.(rangeLockFile) // entered: the file is open and stays so while we are in
+	err := f.TryLockRange(r.off)
+	if !errors.Is(err, errLockBusy) || try {
+		return err
+	}
+	abandoned, err := waitFor(ctx, func() error { return f.LockRange(r.off) }, func(err error) {
+		if err == nil {
+			l.unlockRange(r)
+		}
+		l.exit(r.stripe)
+		l.ids.unlock(r.off, e)
+		l.end()
+	})
+	if abandoned {
+		return handedOff{err}
+	}
+	return err
+}
+
+// unlockRange releases r's range lock. It has no failure mode on Linux
+// short of a bad descriptor; should it fail, the lock is released when the
+// stripe's lock file is closed, which the stripe's last user then does.
+func (l *locker) unlockRange(r recordLock) {
+	st := &l.stripes[r.stripe]
+	if st.file.(rangeLockFile).UnlockRange(r.off) != nil {
+		st.gate <- struct{}{}
+		st.keep = false
+		<-st.gate
+	}
+}
+
+// enter adds the calling goroutine to stripe i's users, taking the
+// process's flock on it if it is the first, and waiting, honouring ctx, if
+// another process holds it exclusively.
+func (l *locker) enter(ctx context.Context, i int) error {
+	st := &l.stripes[i]
+	select {
+	case st.gate <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if st.users == 0 {
+		if err := l.flockLocked(ctx, i); err != nil {
+			if !isHandedOff(err) {
+				<-st.gate
 			}
-			f, err := l.fs.OpenLock(l.paths[i])
+			return err
+		}
+	}
+	st.users++
+	<-st.gate
+	return nil
+}
+
+// exit removes the calling goroutine from stripe i's users, releasing the
+// process's flock on it if it was the last.
+func (l *locker) exit(i int) {
+	st := &l.stripes[i]
+	st.gate <- struct{}{}
+	if st.users--; st.users == 0 {
+		l.unflockLocked(i)
+	}
+	<-st.gate
+}
+
+// flockLocked takes the process's flock on stripe i: through its kept-open
+// lock file when no other process holds it, which costs one flock(2) and
+// one fstat, or else by waiting. Stripe i's gate must be held. If ctx ends
+// during a wait the error is handedOff, and the gate stays held until the
+// waiting goroutine has released what it took.
+func (l *locker) flockLocked(ctx context.Context, i int) error {
+	st := &l.stripes[i]
+	if !st.made {
+		if err := l.ensure(st.path); err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		st.made = true
+	}
+	for range 3 {
+		if st.file == nil {
+			f, err := l.fs.OpenLock(st.path)
 			if errors.Is(err, fs.ErrNotExist) {
-				// Removed since ensure made it: make it again, once.
-				if err = l.ensure(l.paths[i]); err == nil {
-					f, err = l.fs.OpenLock(l.paths[i])
+				// Removed since ensure made it: make it again.
+				if err = l.ensure(st.path); err == nil {
+					f, err = l.fs.OpenLock(st.path)
 				}
 			}
 			if err != nil {
-				return err
+				return fmt.Errorf("lock: %w", err)
 			}
-			l.held[i] = f
+			st.file, st.keep = f, !l.shut.Load()
 		}
-		err := l.held[i].TryLock()
-		if errors.Is(err, errLockStale) {
-			l.dropHeld(i)
+		err := l.tryFlock(st.file)
+		switch {
+		case err == nil:
+			st.leave = st.file.Unlock
+			return nil
+		case errors.Is(err, errLockStale):
+			l.dropLocked(i)
 			continue
-		}
-		if err != nil && !errors.Is(err, errLockBusy) {
+		case !errors.Is(err, errLockBusy):
 			// An unexpected flock error: do not trust this descriptor again.
-			l.dropHeld(i)
+			l.dropLocked(i)
+			return fmt.Errorf("lock: %w", err)
+		}
+		err = l.waitFlockLocked(ctx, i)
+		if errors.Is(err, errLockStale) {
+			l.dropLocked(i)
+			continue
 		}
 		return err
 	}
-	// Deleted twice in a row: someone keeps removing lock files. The slow
-	// path opens the path afresh on every acquisition.
-	return errLockBusy
+	// Deleted again each time it was made: someone keeps removing lock
+	// files, and no lock taken here would exclude anybody.
+	return fmt.Errorf("lock: %s keeps being removed: %w", st.path, errLockStale)
 }
 
-// dropHeld closes stripe i's kept-open lock file. Stripe i's mutex must be
-// held.
-func (l *locker) dropHeld(i int) {
-	if l.held[i] != nil {
-		_ = l.held[i].Close() // error deliberately ignored: close releases the descriptor regardless
-		l.held[i] = nil
+// tryFlock takes f's flock without waiting: shared when records are locked
+// by range, else exclusive.
+func (l *locker) tryFlock(f lockFile) error {
+	if l.ranges {
+		return f.(rangeLockFile).TryLockShared()
+	}
+	return f.TryLock()
+}
+
+// waitFlockLocked waits for the process's flock on stripe i, which another
+// process holds. Stripe i's gate must be held, and its lock file open.
+func (l *locker) waitFlockLocked(ctx context.Context, i int) error {
+	st := &l.stripes[i]
+	if !l.ranges {
+		// An exclusive flock, through gofrs/flock on a fresh descriptor,
+		// which makes the wait cancellable without handing the gate over;
+		// it is released through that descriptor.
+		release, err := l.fs.Lock(ctx, st.path, false)
+		if err != nil {
+			return err
+		}
+		st.leave, st.fresh = release, true
+		return nil
+	}
+	// A shared flock on the kept-open descriptor: the range locks are
+	// taken through it, and must be covered by its flock.
+	f := st.file.(rangeLockFile)
+	abandoned, err := waitFor(ctx, f.LockShared, func(err error) {
+		if err == nil {
+			_ = f.Unlock() // error deliberately ignored: closing the descriptor would release it too
+		} else {
+			l.dropLocked(i)
+		}
+		<-st.gate
+	})
+	switch {
+	case abandoned:
+		return handedOff{err}
+	case err == nil:
+		st.leave = f.Unlock
+	}
+	return err
+}
+
+// unflockLocked releases the process's flock on stripe i, and closes its
+// lock file unless it is kept. Stripe i's gate must be held.
+func (l *locker) unflockLocked(i int) {
+	st := &l.stripes[i]
+	// LOCK_UN has no failure mode on Linux short of a kernel bug. Should it
+	// fail on the kept-open descriptor, closing that releases the lock all
+	// the same; gofrs/flock keeps its descriptor, and the lock, on a failed
+	// unlock, and one retry is all that could help there.
+	if err := st.leave(); err != nil {
+		if st.fresh {
+			_ = st.leave() // error deliberately ignored, see above
+		} else {
+			st.keep = false
+		}
+	}
+	st.leave, st.fresh = nil, false
+	if !st.keep {
+		l.dropLocked(i)
 	}
 }
 
-// close closes the lock files kept open, waiting for each stripe's holder
-// to release it first. Stripes taken after close has begun use the slow
-// path, which keeps nothing open.
+// dropLocked closes stripe i's lock file. Stripe i's gate must be held.
+func (l *locker) dropLocked(i int) {
+	st := &l.stripes[i]
+	if st.file != nil {
+		_ = st.file.Close() // error deliberately ignored: close releases the descriptor regardless
+		st.file = nil
+	}
+}
+
+// close closes the lock files kept open, once every hold in flight has been
+// released. Locks taken after close has begun, by methods that were already
+// running, open their lock file and close it again when released.
 func (l *locker) close() {
 	l.shut.Store(true)
-	for i, mu := range l.stripes {
-		mu <- struct{}{}
-		l.dropHeld(i)
-		<-mu
+	l.mu.Lock()
+	for l.active.Load() > 0 {
+		l.idle.Wait()
+	}
+	l.mu.Unlock()
+	for i := range l.stripes {
+		st := &l.stripes[i]
+		st.gate <- struct{}{}
+		st.keep = false
+		if st.users == 0 {
+			l.dropLocked(i)
+		}
+		<-st.gate
 	}
 }
 
 func (l *locker) stripePath(i int) string {
-	return l.paths[i]
+	return l.stripes[i].path
 }
 
 // sweepPath is the lock that lets one process at a time sweep.
 func (l *locker) sweepPath() string {
 	return filepath.Join(l.dir, "sweep.lock")
+}
+
+// idTable holds the in-process lock of each record locked right now, keyed
+// by rangeOffset. Entries are made on first use and dropped when nobody
+// holds or waits for them, so it stays as small as the number of records
+// in use. It is sharded to keep goroutines locking different records off
+// one mutex.
+type idTable struct {
+	shards [64]idShard
+}
+
+type idShard struct {
+	mu sync.Mutex
+	m  map[int64]*idLock
+}
+
+// idLock is one record's in-process lock: a buffered channel, so that
+// waiting can honour a context, and the count of goroutines holding or
+// waiting for it.
+type idLock struct {
+	ch   chan struct{}
+	refs int // guarded by the shard's mu
+}
+
+// lock takes key's lock, waiting until ctx is done, or with try set
+// returning errLockBusy at once if it is held. The returned *idLock is
+// passed to unlock.
+func (t *idTable) lock(ctx context.Context, key int64, try bool) (*idLock, error) {
+	sh := &t.shards[uint64(key)%uint64(len(t.shards))]
+	sh.mu.Lock()
+	e := sh.m[key]
+	if e == nil {
+		if sh.m == nil {
+			sh.m = make(map[int64]*idLock)
+		}
+		e = &idLock{ch: make(chan struct{}, 1)}
+		sh.m[key] = e
+	}
+	e.refs++
+	sh.mu.Unlock()
+
+	select {
+	case e.ch <- struct{}{}:
+		return e, nil
+	default:
+	}
+	var err error
+	if try {
+		err = errLockBusy
+	} else {
+		select {
+		case e.ch <- struct{}{}:
+			return e, nil
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	t.forget(sh, key, e)
+	return nil, err
+}
+
+// unlock releases key's lock e.
+func (t *idTable) unlock(key int64, e *idLock) {
+	<-e.ch
+	t.forget(&t.shards[uint64(key)%uint64(len(t.shards))], key, e)
+}
+
+// forget drops one reference to e, and e itself once it has none.
+func (t *idTable) forget(sh *idShard, key int64, e *idLock) {
+	sh.mu.Lock()
+	if e.refs--; e.refs == 0 {
+		delete(sh.m, key)
+	}
+	sh.mu.Unlock()
 }

@@ -139,11 +139,11 @@ func TestLockerAfterClose(t *testing.T) {
 	r, err := a.refOf(id)
 	require.NoError(t, err)
 	a.locks.close()
-	unlock, err := a.locks.lock(bg, r.stripe)
+	unlock, err := a.locks.lock(bg, r.lk)
 	require.NoError(t, err)
 	requireExcluded(t, b, id)
 	unlock()
-	require.Nil(t, a.locks.held[r.stripe], "a closed locker kept a lock file open")
+	require.Nil(t, a.locks.stripes[r.lk.stripe].file, "a closed locker kept a lock file open")
 	require.NoError(t, b.Save(bg, id, []byte("b"), time.Time{}))
 }
 
@@ -162,11 +162,11 @@ func TestStripesFollowShards(t *testing.T) {
 				r, err := s.refOf(fmt.Sprintf("%s-session-%d", l, i))
 				require.NoError(t, err)
 				if st, ok := stripeOfDir[r.dir]; ok {
-					require.Equal(t, st, r.stripe, "two records of shard %s in different stripes", r.dir)
+					require.Equal(t, st, r.lk.stripe, "two records of shard %s in different stripes", r.dir)
 				}
-				stripeOfDir[r.dir] = r.stripe
-				require.Equal(t, r.stripe, stripeOfHex(s.locks, r.hex), "the sweeper's stripe differs from the writers'")
-				used[r.stripe] = true
+				stripeOfDir[r.dir] = r.lk.stripe
+				require.Equal(t, r.lk.stripe, s.locks.of(sumOfHex(r.hex)).stripe, "the sweeper's stripe differs from the writers'")
+				used[r.lk.stripe] = true
 			}
 			require.Len(t, used, defaultStripes)
 		})
@@ -195,7 +195,7 @@ func TestVersion1StoreKeepsItsStripes(t *testing.T) {
 	oldStripe := (int(sum[0])<<8 | int(sum[1])) % 256
 	r, err := s.refOf(id)
 	require.NoError(t, err)
-	require.Equal(t, oldStripe, r.stripe)
+	require.Equal(t, oldStripe, r.lk.stripe)
 
 	// The earlier release locks the same file this way.
 	oldPath := filepath.Join(root, locksDir, fmt.Sprintf("stripe-%04x.lock", oldStripe))

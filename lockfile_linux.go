@@ -1,0 +1,33 @@
+package filestore
+
+import (
+	"io/fs"
+
+	"golang.org/x/sys/unix"
+)
+
+// lockFileFlags opens lock files for writing too: fcntl(2) takes a write
+// lock, which range locks are, only through a descriptor open for writing.
+const lockFileFlags = unix.O_RDWR
+
+// rangeLocks reports that osFS's lock files are rangeLockFiles: Linux has
+// open file description locks (F_OFD_SETLK, since Linux 3.15).
+func (osFS) rangeLocks() bool { return true }
+
+func (l *fdLock) TryLockRange(off int64) error { return l.lockRange(unix.F_OFD_SETLK, unix.F_WRLCK, off) }
+func (l *fdLock) LockRange(off int64) error    { return l.lockRange(unix.F_OFD_SETLKW, unix.F_WRLCK, off) }
+func (l *fdLock) UnlockRange(off int64) error  { return l.lockRange(unix.F_OFD_SETLK, unix.F_UNLCK, off) }
+
+// lockRange sets the lock of one byte at off. An open file description
+// lock must name no process (Pid 0).
+func (l *fdLock) lockRange(cmd int, typ int16, off int64) error {
+	lk := unix.Flock_t{Type: typ, Whence: 0, Start: off, Len: 1}
+	err := retryEINTR(func() error { return unix.FcntlFlock(uintptr(l.fd), cmd, &lk) })
+	if err == unix.EAGAIN || err == unix.EACCES {
+		return errLockBusy
+	}
+	if err != nil {
+		return &fs.PathError{Op: "fcntl", Path: l.name, Err: err}
+	}
+	return nil
+}
