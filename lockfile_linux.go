@@ -14,9 +14,13 @@ const lockFileFlags = unix.O_RDWR
 // open file description locks (F_OFD_SETLK, since Linux 3.15).
 func (osFS) rangeLocks() bool { return true }
 
-func (l *fdLock) TryLockRange(off int64) error { return l.lockRange(unix.F_OFD_SETLK, unix.F_WRLCK, off) }
-func (l *fdLock) LockRange(off int64) error    { return l.lockRange(unix.F_OFD_SETLKW, unix.F_WRLCK, off) }
-func (l *fdLock) UnlockRange(off int64) error  { return l.lockRange(unix.F_OFD_SETLK, unix.F_UNLCK, off) }
+func (l *fdLock) TryLockRange(off int64) error {
+	return l.lockRange(unix.F_OFD_SETLK, unix.F_WRLCK, off)
+}
+func (l *fdLock) LockRange(off int64) error { return l.lockRange(unix.F_OFD_SETLKW, unix.F_WRLCK, off) }
+func (l *fdLock) UnlockRange(off int64) error {
+	return l.lockRange(unix.F_OFD_SETLK, unix.F_UNLCK, off)
+}
 
 // lockRange sets the lock of one byte at off. An open file description
 // lock must name no process (Pid 0).
