@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 // Write protocol, for a record named h in shard directory d:
@@ -58,9 +59,10 @@ const (
 )
 
 // writeTemp writes b to a new temp file in d whose name starts with
-// prefix, syncs it unless NoSync is set, closes it and returns its name.
-// On failure it removes the temp file and returns the error.
-func (s *Store) writeTemp(d dir, prefix string, b []byte) (string, error) {
+// prefix, sets its modification time to mtime unless that is zero, syncs it
+// unless NoSync is set, closes it and returns its name. On failure it
+// removes the temp file and returns the error.
+func (s *Store) writeTemp(d dir, prefix string, b []byte, mtime time.Time) (string, error) {
 	var (
 		f    file
 		name string
@@ -77,7 +79,7 @@ func (s *Store) writeTemp(d dir, prefix string, b []byte) (string, error) {
 		return "", err
 	}
 	s.at(hookTempCreated)
-	if err := s.fillTemp(f, b); err != nil {
+	if err := s.fillTemp(f, b, mtime); err != nil {
 		_ = f.Close()      // error deliberately ignored: already failing
 		_ = d.Remove(name) // error deliberately ignored: already failing
 		return "", err
@@ -90,8 +92,9 @@ func (s *Store) writeTemp(d dir, prefix string, b []byte) (string, error) {
 	return name, nil
 }
 
-// fillTemp sets the temp file's mode, writes b and syncs.
-func (s *Store) fillTemp(f file, b []byte) error {
+// fillTemp sets the temp file's mode, writes b, sets its modification time
+// unless mtime is zero, and syncs.
+func (s *Store) fillTemp(f file, b []byte, mtime time.Time) error {
 	// The umask may have trimmed the mode given to open; records are
 	// exactly 0600 whatever it is.
 	if s.fixModes {
@@ -102,12 +105,13 @@ func (s *Store) fillTemp(f file, b []byte) error {
 	if _, err := f.Write(b); err != nil {
 		return err
 	}
-	if exp, ok := peekExpiry(b); ok {
-		// The sweeper's hint (see sweepEntry), set after the last write,
-		// which would reset it, and before the fsync, which makes it
-		// durable with the data. Its error is ignored: a record without
-		// the hint is merely examined more closely.
-		_ = f.SetModTime(expiryHint(exp))
+	if !mtime.IsZero() {
+		// A record's expiry, the sweeper's hint (see sweepCheck), set
+		// after the last write, which would reset it, and before the
+		// fsync, which makes it durable with the data. Its error is
+		// ignored: a record without the hint is merely examined more
+		// closely.
+		_ = f.SetModTime(mtime)
 	}
 	s.at(hookWritten)
 	if !s.opts.NoSync && s.mutant != syncFile {
@@ -119,13 +123,14 @@ func (s *Store) fillTemp(f file, b []byte) error {
 	return nil
 }
 
-// replaceLocked atomically replaces r's record with b, creating the shard
-// directories if needed. The record's stripe lock must be held.
-func (s *Store) replaceLocked(r ref, b []byte) error {
+// replaceLocked atomically replaces r's record with b, which expires at
+// exp (expiryNanos), creating the shard directories if needed. The
+// record's lock must be held.
+func (s *Store) replaceLocked(r ref, b []byte, exp int64) error {
 	d, use := s.dirs.get(r.shard, r.dir)
 	defer func() { use.release() }()
-	prefix := tempPrefix + r.hex + "-"
-	tmp, err := s.writeTemp(d, prefix, b)
+	prefix, hint := tempPrefixOf(r.hex), expiryHint(exp)
+	tmp, err := s.writeTemp(d, prefix, b, hint)
 	if errors.Is(err, fs.ErrNotExist) {
 		// The first record in this shard, or its directory was removed
 		// under its cached descriptor: create the shard directories, once.
@@ -135,7 +140,7 @@ func (s *Store) replaceLocked(r ref, b []byte) error {
 		use = nil
 		if err = s.mkdirAll(r.dir); err == nil {
 			d, use = s.dirs.get(r.shard, r.dir)
-			tmp, err = s.writeTemp(d, prefix, b)
+			tmp, err = s.writeTemp(d, prefix, b, hint)
 		}
 	}
 	if err != nil {
@@ -155,7 +160,7 @@ func (s *Store) replaceLocked(r ref, b []byte) error {
 
 // removeLocked unlinks r's record and syncs its directory, so that a
 // deleted session (a logout) cannot come back after a crash. It reports
-// whether there was a record. The record's stripe lock must be held.
+// whether there was a record. The record's lock must be held.
 func (s *Store) removeLocked(r ref) (bool, error) {
 	d, use, err := s.inShard(r, func(d dir) error { return d.Remove(r.hex) })
 	defer use.release()
@@ -163,11 +168,11 @@ func (s *Store) removeLocked(r ref) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("delete: %w", err)
+		return false, err // a *fs.PathError: "remove <path>: ..."
 	}
 	s.at(hookUnlinked)
 	if err := s.syncOpenDir(d, syncAfterUnlink); err != nil {
-		return true, fmt.Errorf("delete: %w", err)
+		return true, err
 	}
 	s.at(hookDirSynced)
 	return true, nil

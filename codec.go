@@ -89,14 +89,33 @@ var (
 	})
 )
 
-// encodeRecord builds the file content for one record. It compresses data
-// when compress is set and that saves bytes.
+// encodeRecord builds the file content for one record, compressing data
+// when compress is set and that saves bytes: encodeRecordIn with blocks of
+// one byte.
 func encodeRecord(id string, data []byte, expiry time.Time, gen uint64, compress bool) []byte {
+	block := 0
+	if compress {
+		block = 1
+	}
+	return encodeRecordIn(id, data, expiryNanos(expiry), gen, block)
+}
+
+// encodeRecordIn builds the file content for one record expiring at exp
+// (expiryNanos). With block > 0 it compresses data when that makes the
+// record take fewer blocks of block bytes on disk; a file occupies whole
+// blocks, so a compressed record that fills as many blocks as the plain one
+// saves nothing and costs a decompression on every read.
+func encodeRecordIn(id string, data []byte, exp int64, gen uint64, block int) []byte {
 	payload, flags := data, byte(0)
-	if compress && len(data) >= compressMin {
-		z := zstdEncoder().EncodeAll(data, make([]byte, 0, len(data)))
-		if len(z) < len(data) {
-			payload, flags = z, flagZstd
+	if block > 0 && len(data) >= compressMin {
+		size := func(payload int) int { return (headerSize + len(id) + payload + trailerSize + block - 1) / block }
+		// Compression cannot save a block unless the plain record fills
+		// more than one.
+		if size(len(data)) > 1 {
+			z := zstdEncoder().EncodeAll(data, make([]byte, 0, len(data)))
+			if size(len(z)) < size(len(data)) {
+				payload, flags = z, flagZstd
+			}
 		}
 	}
 	buf := make([]byte, headerSize, headerSize+len(id)+len(payload)+trailerSize)
@@ -104,7 +123,7 @@ func encodeRecord(id string, data []byte, expiry time.Time, gen uint64, compress
 	buf[offVersion] = recordVersion
 	buf[offFlags] = flags
 	binary.BigEndian.PutUint64(buf[offGen:], gen)
-	binary.BigEndian.PutUint64(buf[offExpiry:], uint64(expiryNanos(expiry)))
+	binary.BigEndian.PutUint64(buf[offExpiry:], uint64(exp))
 	binary.BigEndian.PutUint16(buf[offIDLen:], uint16(len(id)))
 	binary.BigEndian.PutUint32(buf[offStored:], uint32(len(payload)))
 	binary.BigEndian.PutUint32(buf[offDecoded:], uint32(len(data)))
@@ -122,8 +141,8 @@ type decoded struct {
 }
 
 // decodeRecord parses and verifies b. maxData caps the decoded payload.
-// Every malformed input returns an error wrapping ErrCorrupt (or ErrTooLarge
-// for a payload above maxData); it never panics. The returned data does not
+// Every malformed input returns an error wrapping ErrCorrupt (and also
+// ErrTooLarge for a payload above maxData); it never panics. The returned data does not
 // alias b unless it was stored raw, in which case it is a subslice of b.
 func decodeRecord(b []byte, maxData int) (decoded, error) {
 	var r decoded
@@ -164,7 +183,7 @@ func decodeRecord(b []byte, maxData int) (decoded, error) {
 		return r, fmt.Errorf("%w: id length %d", ErrCorrupt, idLen)
 	}
 	if decodedLen > int64(maxData) {
-		return r, fmt.Errorf("%w: payload of %d bytes exceeds the limit of %d", ErrTooLarge, decodedLen, maxData)
+		return r, fmt.Errorf("%w: %w: payload of %d bytes exceeds the limit of %d", ErrCorrupt, ErrTooLarge, decodedLen, maxData)
 	}
 	r.id = string(b[headerSize : headerSize+idLen])
 	payload := body[headerSize+idLen:]
@@ -184,16 +203,6 @@ func decodeRecord(b []byte, maxData int) (decoded, error) {
 	}
 	r.data = out
 	return r, nil
-}
-
-// peekExpiry returns the expiry field of a record's header without
-// verifying the record. The sweeper uses it to pick candidates; it verifies
-// each candidate in full, under its lock, before removing it.
-func peekExpiry(hdr []byte) (int64, bool) {
-	if len(hdr) < headerSize || string(hdr[:4]) != recordMagic || hdr[offVersion] != recordVersion {
-		return 0, false
-	}
-	return int64(binary.BigEndian.Uint64(hdr[offExpiry:])), true
 }
 
 // expiryNanos converts an expiry to the header's form: 0 for never, and

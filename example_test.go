@@ -53,7 +53,9 @@ func Example() {
 }
 
 // Update is a read-modify-write under the record's lock: increments from
-// any number of goroutines and processes are never lost.
+// any number of goroutines and processes are never lost. fn changes the
+// record it is given and returns it, which keeps its expiry; a record made
+// anew needs an Expiry of its own, or it never expires.
 func ExampleStore_Update() {
 	ctx := context.Background()
 	dir, cleanup := exampleDir()
@@ -64,12 +66,14 @@ func ExampleStore_Update() {
 	}
 	defer s.Close()
 
+	expiry := time.Now().Add(time.Hour).Truncate(time.Second)
 	visit := func(cur *filestore.Record) (*filestore.Record, error) {
-		n := 0
-		if cur != nil { // nil: no live record yet
-			n, _ = strconv.Atoi(string(cur.Data))
+		if cur == nil { // no live record yet: start one, with its expiry
+			return &filestore.Record{Data: []byte("1"), Expiry: expiry}, nil
 		}
-		return &filestore.Record{Data: []byte(strconv.Itoa(n + 1))}, nil
+		n, _ := strconv.Atoi(string(cur.Data))
+		cur.Data = []byte(strconv.Itoa(n + 1)) // cur keeps its Expiry
+		return cur, nil
 	}
 	for range 3 {
 		if err := s.Update(ctx, "visits", visit); err != nil {
@@ -77,8 +81,8 @@ func ExampleStore_Update() {
 		}
 	}
 	rec, _ := s.Load(ctx, "visits")
-	fmt.Println(string(rec.Data))
-	// Output: 3
+	fmt.Println(string(rec.Data), rec.Expiry.Equal(expiry))
+	// Output: 3 true
 }
 
 func ExampleStore_DeleteExpired() {

@@ -339,6 +339,7 @@ func runFaults(t *testing.T, op faultOp, errno syscall.Errno, persistent bool) f
 			// error says nothing about the file.
 			require.NotErrorIs(t, err, ErrCorrupt, "%s: an I/O error reported as corruption", where)
 			require.NotContains(t, err.Error(), faultID, "an id leaked into an error")
+			requireNoRepeatedOp(t, err)
 			res.failed++
 		}
 		if c, ok := renameAfterFailedSync(calls); ok {

@@ -75,17 +75,19 @@ var (
 	// id: it never existed, was deleted, or has expired. It also matches
 	// fs.ErrNotExist.
 	ErrNotFound error = notFoundError{}
-	// ErrCorrupt is returned when a record file cannot be decoded: bad
-	// header, checksum mismatch, bad compressed data, a record stored under
-	// the wrong id, or something at a record path that this store did not
-	// write (a symlink, FIFO, directory, hard-linked or foreign-owned file).
-	// The file is left as it is.
+	// ErrCorrupt is returned when the file at a record's path is not a
+	// readable record: bad header, checksum mismatch, bad compressed data,
+	// a record stored under the wrong id, a file larger than any record
+	// this store accepts (it matches ErrTooLarge too), or something this
+	// store did not write (a symlink, FIFO, directory, hard-linked or
+	// foreign-owned file). The file is left as it is.
 	ErrCorrupt = errors.New("filestore: corrupt record")
 	// ErrInvalidID is returned for an empty id or one longer than
 	// MaxIDLength bytes.
 	ErrInvalidID = errors.New("filestore: invalid session id")
 	// ErrTooLarge is returned by Save and Update for data longer than
-	// Options.MaxRecordSize, and by reads of a record above that size.
+	// Options.MaxRecordSize, and by reads of a file above the largest
+	// record that size allows, which are also ErrCorrupt.
 	ErrTooLarge = errors.New("filestore: record too large")
 	// ErrClosed is returned by every method called after Close.
 	ErrClosed = errors.New("filestore: store is closed")
@@ -139,7 +141,7 @@ const (
 	// DefaultLayout is the shard layout of new stores when
 	// Options.Layout is empty: one level of 256 directories. See
 	// bench/RESULTS.md for the measurements behind it.
-	DefaultLayout = defaultLayout
+	DefaultLayout = "1x2"
 
 	// maxMaxRecordSize is the largest MaxRecordSize accepted: the record
 	// format stores lengths in 32 bits, and the zstd decoder's memory is
@@ -163,9 +165,14 @@ type Options struct {
 	// loses nothing either way.
 	NoSync bool
 
-	// Compress zstd-compresses payloads when that makes them smaller.
-	// Reads accept compressed and plain records whatever it is set to, so
-	// it can be changed at any time and may differ between processes.
+	// Compress zstd-compresses a record's payload when that makes its file
+	// take fewer blocks of the filesystem (statfs's block size, 4 KiB on
+	// ext4, XFS and tmpfs): a file occupies whole blocks, so compressing a
+	// record that fits one block saves no disk and costs every Load a
+	// decompression. In practice it pays for payloads of several KiB that
+	// compress well. Reads accept compressed and plain records whatever it
+	// is set to, so it can be changed at any time and may differ between
+	// processes.
 	Compress bool
 
 	// SweepInterval is the time between expiry sweeps by the background
@@ -220,6 +227,9 @@ type Store struct {
 	fs         fsys
 	log        *slog.Logger
 	fixModes   bool // the umask trims mode bits; chmod what we create
+	// compressBlock is the filesystem block size when Compress is set, and
+	// 0 when it is not: a record is compressed when that saves a block.
+	compressBlock int
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -306,6 +316,9 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 		}
 	}
 	s.opts.NoSync = o.NoSync
+	if o.Compress {
+		s.compressBlock = fsBlockSize(s.data)
+	}
 	s.locks = newLocker(fsys, filepath.Join(root, locksDir), m.Stripes, m.Version >= 2, s.fixModes)
 	s.dirs = newDirCache(fsys, s.layout)
 	if err := s.locks.ensure(s.locks.sweepPath()); err != nil {
@@ -364,7 +377,7 @@ func (s *Store) openRoot(want *layout) (marker, error) {
 		}
 		return m, fmt.Errorf("%w: %s is not empty and has no %s", ErrNotStore, s.root, markerName)
 	}
-	l, _ := parseLayout(defaultLayout)
+	l, _ := parseLayout(DefaultLayout)
 	if want != nil {
 		l = *want
 	}
@@ -515,7 +528,7 @@ func (s *Store) decodeFile(f file, id string) (decoded, error) {
 	}
 	limit := int64(headerSize+MaxIDLength+trailerSize) + int64(s.opts.MaxRecordSize) + 64
 	if fi.Size() > limit {
-		return decoded{}, fmt.Errorf("%s: %w: file of %d bytes", f.Name(), ErrTooLarge, fi.Size())
+		return decoded{}, fmt.Errorf("%s: %w: %w: file of %d bytes", f.Name(), ErrCorrupt, ErrTooLarge, fi.Size())
 	}
 	// Records are never written in place (every write renames a new
 	// inode over the name), so the size fstat reported is the size to
@@ -557,13 +570,14 @@ func (s *Store) Save(ctx context.Context, id string, data []byte, expiry time.Ti
 		return opErr("save", fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), s.opts.MaxRecordSize))
 	}
 	// Encode (and compress) before taking the lock, to hold it shorter.
-	b := encodeRecord(id, data, expiry, rand.Uint64(), s.opts.Compress)
+	exp := expiryNanos(expiry)
+	b := encodeRecordIn(id, data, exp, rand.Uint64(), s.compressBlock)
 	unlock, err := s.locks.lock(ctx, r.lk)
 	if err != nil {
 		return opErr("save", err)
 	}
 	defer unlock()
-	if err := s.replaceLocked(r, b); err != nil {
+	if err := s.replaceLocked(r, b, exp); err != nil {
 		return opErr("save", err)
 	}
 	return nil
@@ -653,8 +667,9 @@ func (s *Store) Update(ctx context.Context, id string, fn func(cur *Record) (*Re
 	if len(next.Data) > s.opts.MaxRecordSize {
 		return opErr("update", fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(next.Data), s.opts.MaxRecordSize))
 	}
-	b := encodeRecord(id, next.Data, next.Expiry, rand.Uint64(), s.opts.Compress)
-	if err := s.replaceLocked(r, b); err != nil {
+	exp := expiryNanos(next.Expiry)
+	b := encodeRecordIn(id, next.Data, exp, rand.Uint64(), s.compressBlock)
+	if err := s.replaceLocked(r, b, exp); err != nil {
 		return opErr("update", err)
 	}
 	return nil
@@ -667,9 +682,10 @@ func (s *Store) Update(ctx context.Context, id string, fn func(cur *Record) (*Re
 // ForEach holds no lock while fn runs, so fn may call any Store method,
 // including Delete of the record it was given. Records that cannot be read
 // are skipped; after visiting every other record ForEach returns an error
-// wrapping ErrCorrupt (or ErrTooLarge) that names them by hashed path.
-// ForEach stops early with ctx's error when ctx ends. Memory use is bounded
-// by the size of one shard directory.
+// wrapping ErrCorrupt that names them by hashed path.
+// ForEach stops early with ctx's error when ctx ends. It holds at most 512
+// names of a directory and one record in memory at a time, whatever the
+// size of the store.
 func (s *Store) ForEach(ctx context.Context, fn func(Record) error) error {
 	if s.closed.Load() {
 		return opErr("foreach", ErrClosed)

@@ -94,14 +94,21 @@ func TestCompressionShrinksRecords(t *testing.T) {
 	checkHygiene(t)
 	plain := openTest(t, nil)
 	packed := openTest(t, &Options{SweepInterval: -1, Compress: true})
-	data := bytes.Repeat([]byte(`{"user":42,"cart":["apple","pear"]}`), 100)
-	require.NoError(t, plain.Save(bg, "id", data, time.Time{}))
-	require.NoError(t, packed.Save(bg, "id", data, time.Time{}))
 	size := func(s *Store) int64 {
 		fi, err := os.Stat(files(t, s)[0])
 		require.NoError(t, err)
 		return fi.Size()
 	}
+	// 3.5 KB of JSON fits one 4 KiB block plain: compressing it would save
+	// no disk, so it is stored plain.
+	small := bytes.Repeat([]byte(`{"user":42,"cart":["apple","pear"]}`), 100)
+	require.NoError(t, plain.Save(bg, "id", small, time.Time{}))
+	require.NoError(t, packed.Save(bg, "id", small, time.Time{}))
+	require.Equal(t, size(plain), size(packed), "a one-block record was compressed")
+	// 14 KB takes four blocks plain and one compressed.
+	data := bytes.Repeat(small, 4)
+	require.NoError(t, plain.Save(bg, "id", data, time.Time{}))
+	require.NoError(t, packed.Save(bg, "id", data, time.Time{}))
 	require.Less(t, size(packed), size(plain)/4)
 	// A store that does not compress still reads compressed records.
 	reader, err := Open(packed.Dir(), &Options{SweepInterval: -1})

@@ -131,8 +131,13 @@ func (s *Store) DeleteExpired(ctx context.Context) (int, error) {
 	if s.closed.Load() {
 		return 0, opErr("delete expired", ErrClosed)
 	}
-	n, err := s.sweep(ctx, false)
-	if err != nil {
+	var errs []error
+	n, err := s.sweep(ctx, false, func(err error) {
+		if len(errs) < maxReportedErrors {
+			errs = append(errs, err)
+		}
+	})
+	if err := errors.Join(append(errs, err)...); err != nil {
 		return n, opErr("delete expired", err)
 	}
 	return n, nil
@@ -150,20 +155,26 @@ func (s *Store) sweepLoop(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		n, err := s.sweep(ctx, true)
+		// The background sweeper has nobody to return errors to: it logs
+		// each file it skipped, once, and a sweep that stopped.
+		n, err := s.sweep(ctx, true, func(err error) {
+			s.log.Warn("filestore: sweep skipped a file", "dir", s.root, "err", err)
+		})
 		switch {
 		case errors.Is(err, errLockBusy), errors.Is(err, context.Canceled):
 		case err != nil:
-			s.log.Error("filestore: sweep failed", "dir", s.root, "removed", n, "err", err)
+			s.log.Error("filestore: sweep stopped", "dir", s.root, "removed", n, "err", err)
 		case n > 0:
 			s.log.Debug("filestore: sweep", "dir", s.root, "removed", n)
 		}
 	}
 }
 
-// sweep removes expired records and stale temp files. With try set it
-// returns errLockBusy if another sweep holds the sweep lock.
-func (s *Store) sweep(ctx context.Context, try bool) (int, error) {
+// sweep removes expired records and stale temp files, and returns how many
+// records it removed. With try set it returns errLockBusy if another sweep
+// holds the sweep lock. The error of a file it skipped goes to note, and
+// the sweep goes on; the error it returns is one that stopped it.
+func (s *Store) sweep(ctx context.Context, try bool, note func(error)) (int, error) {
 	release, err := s.fs.Lock(ctx, s.locks.sweepPath(), try)
 	if err != nil {
 		return 0, err
@@ -172,15 +183,8 @@ func (s *Store) sweep(ctx context.Context, try bool) (int, error) {
 
 	var (
 		removed int
-		errs    []error
 		dirty   bool // the current shard directory has unsynced removals
 	)
-	note := func(err error) {
-		s.log.Warn("filestore: sweep", "err", err)
-		if len(errs) < maxReportedErrors {
-			errs = append(errs, err)
-		}
-	}
 	// Each batch of names is sifted without locks (one lstat a name), and
 	// the candidates left are removed under their records' locks, the
 	// sweeper entering each stripe once for up to sweepRun candidates of
@@ -236,7 +240,7 @@ func (s *Store) sweep(ctx context.Context, try bool) (int, error) {
 	if err := s.sweepInitTemps(); err != nil {
 		note(err)
 	}
-	return removed, errors.Join(errs...)
+	return removed, nil
 }
 
 // sweepInitTemps removes the temp files that creating Opens left in the

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -63,10 +64,10 @@ func TestSweeperSkipsWhileAnotherSweeps(t *testing.T) {
 	defer other.Close()
 	release, err := other.fs.Lock(bg, other.locks.sweepPath(), true)
 	require.NoError(t, err)
-	_, err = s.sweep(bg, true)
+	_, err = s.sweep(bg, true, func(error) {})
 	require.ErrorIs(t, err, errLockBusy)
 	require.NoError(t, release())
-	_, err = s.sweep(bg, true)
+	_, err = s.sweep(bg, true, func(error) {})
 	require.NoError(t, err)
 }
 
@@ -92,10 +93,15 @@ func TestSweepRemovesStaleTempFilesOnly(t *testing.T) {
 	}
 }
 
-func TestSweepLogsCorruptRecordsWithoutIDs(t *testing.T) {
+// TestSweepReportsCorruptRecordsWithoutIDs: a corrupt record is reported
+// by hashed name, never by id: by an explicit DeleteExpired in the error it
+// returns, with nothing logged, and by the background sweeper in one log
+// line per sweep.
+func TestSweepReportsCorruptRecordsWithoutIDs(t *testing.T) {
 	checkHygiene(t)
-	var logs bytes.Buffer
-	s, err := Open(filepath.Join(t.TempDir(), "s"), &Options{
+	var logs syncBuffer
+	dir := filepath.Join(t.TempDir(), "s")
+	s, err := Open(dir, &Options{
 		SweepInterval: -1,
 		Logger:        slog.New(slog.NewTextHandler(&logs, nil)),
 	})
@@ -106,10 +112,47 @@ func TestSweepLogsCorruptRecordsWithoutIDs(t *testing.T) {
 	require.NoError(t, os.WriteFile(r.path(), []byte("FSR\x00garbage-that-is-long-enough-for-a-header"), 0o600))
 	_, err = s.DeleteExpired(bg)
 	require.ErrorIs(t, err, ErrCorrupt)
-	require.Contains(t, logs.String(), r.hex)
-	require.NotContains(t, logs.String(), "secret")
+	require.Contains(t, err.Error(), r.hex)
 	require.NotContains(t, err.Error(), "secret")
+	require.Empty(t, logs.String(), "an explicit sweep returns its errors and logs nothing")
 	require.FileExists(t, r.path())
+
+	swept, err := Open(dir, &Options{
+		SweepInterval: time.Millisecond,
+		Logger:        slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	require.NoError(t, err)
+	defer swept.Close()
+	deadline := time.Now().Add(time.Minute) // a bound on a hang, not a speed
+	for !strings.Contains(logs.String(), r.hex) {
+		require.True(t, time.Now().Before(deadline), "the background sweeper logged nothing")
+		time.Sleep(time.Millisecond)
+	}
+	require.NoError(t, swept.Close())
+	out := logs.String()
+	require.NotContains(t, out, "secret")
+	first := strings.Split(out, "\n")[0]
+	require.Contains(t, first, r.hex)
+	require.Equal(t, 1, strings.Count(first, r.hex), "the file is named once in its log line")
+	require.FileExists(t, r.path())
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // TestRecordFilesCarryTheirExpiry: every write sets the record file's

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // On-disk layout of a store rooted at <root>:
@@ -42,7 +43,6 @@ const (
 	// stores (stripe by the hash's second byte) open as they always did;
 	// see locker.stripeOf.
 	formatVersion  = 2
-	defaultLayout  = "1x2"
 	defaultStripes = 256
 	// maxShardDigits bounds levels*width: 4 hex digits is 65,536 leaf
 	// directories, already far past the point where walks get slow.
@@ -128,8 +128,16 @@ func isRecordName(name string) bool {
 	return len(name) == hashHexLen && isLowerHex(name)
 }
 
+// Temp file names. A record's temp file is named .tmp-<record hash>-<random>
+// in the record's shard directory, so that the sweeper can tell whose lock
+// covers it; a creating Open's is .filestore-init-<random> in the root.
+// writeTemp appends the random part to the prefix.
+
+// tempPrefixOf is the prefix of the temp files of the record named hex.
+func tempPrefixOf(hex string) string { return tempPrefix + hex + "-" }
+
 // tempOwner returns the record hash a temp file name belongs to, and whether
-// name is a temp file name at all.
+// name is a temp file name at all: the inverse of tempPrefixOf.
 func tempOwner(name string) (string, bool) {
 	rest, ok := strings.CutPrefix(name, tempPrefix)
 	if !ok || len(rest) < hashHexLen+1 || rest[hashHexLen] != '-' {
@@ -206,7 +214,7 @@ func (s *Store) createMarker(m marker) (marker, error) {
 	}
 	b = append(b, '\n')
 	root := pathsIn(s.fs, s.root)
-	tmpName, err := s.writeTemp(root, initPrefix, b)
+	tmpName, err := s.writeTemp(root, initPrefix, b, time.Time{})
 	if err != nil {
 		return m, err
 	}

@@ -39,3 +39,6 @@ func openLockFile(string) (lockFile, error) { return busyLock{}, nil }
 func (busyLock) TryLock() error { return errLockBusy }
 func (busyLock) Unlock() error  { return nil }
 func (busyLock) Close() error   { return nil }
+
+// fsBlockSize is the common filesystem block size: see sys_unix.go.
+func fsBlockSize(string) int { return 4096 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -88,4 +90,14 @@ func umaskTrims() bool {
 		}
 	}
 	return true
+}
+
+// fsBlockSize is the block size of the filesystem holding dir, the unit in
+// which it allocates a file's space, or 4096 if statfs cannot tell.
+func fsBlockSize(dir string) int {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || st.Bsize <= 0 {
+		return 4096
+	}
+	return int(st.Bsize)
 }
