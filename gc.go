@@ -228,7 +228,7 @@ func (s *Store) sweep(ctx context.Context, try bool, note func(error)) (int, err
 		}
 		dirty = false
 		if err := s.syncOpenDir(d, syncAfterUnlink); err != nil {
-			note(fmt.Errorf("sync %s: %w", d.Path(), err))
+			note(err) // a *fs.PathError naming the directory
 		} else {
 			s.at(hookDirSynced)
 		}
