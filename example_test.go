@@ -150,3 +150,32 @@ func ExampleOpen_layout() {
 	// 2x2
 	// true
 }
+
+// Watch tells an application when any process saved or deleted a session,
+// for example to close the websockets of a session another worker logged
+// out. Events name sessions by Key, never by id.
+func ExampleStore_Watch() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel() // ends the Watch and closes its channel
+	dir, cleanup := exampleDir()
+	defer cleanup()
+	s, err := filestore.Open(dir, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close()
+
+	events, err := s.Watch(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = s.Save(ctx, "session-id", []byte("x"), time.Now().Add(time.Hour))
+	_ = s.Delete(ctx, "session-id")
+	for _, want := range []filestore.EventKind{filestore.EventSaved, filestore.EventDeleted} {
+		ev := <-events
+		fmt.Println(ev.Kind == want, ev.Key == filestore.Key("session-id"))
+	}
+	// Output:
+	// true true
+	// true true
+}

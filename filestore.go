@@ -233,8 +233,11 @@ type Store struct {
 
 	closed    atomic.Bool
 	closeOnce sync.Once
+	life      context.Context // ends at Close
 	stop      context.CancelFunc
 	sweeping  sync.WaitGroup
+	watchMu   sync.Mutex     // orders Watch's start with Close
+	watching  sync.WaitGroup // Watch goroutines
 
 	// Test hooks, set only by tests in this package before use.
 	now    func() time.Time // the clock for expiry
@@ -326,7 +329,7 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	s.stop = cancel
+	s.life, s.stop = ctx, cancel
 	if o.SweepInterval > 0 {
 		s.sweeping.Add(1)
 		go s.sweepLoop(ctx, o.SweepInterval)
@@ -735,7 +738,7 @@ func (e fnError) Error() string { return e.err.Error() }
 const maxReportedErrors = 16
 
 // Close stops the background sweeper, waiting for a sweep in progress to
-// finish, and closes the lock files and shard directories the store keeps
+// finish, ends every Watch (closing its channel), and closes the lock files and shard directories the store keeps
 // open, waiting for any Save, Delete or Update in flight to release its
 // record's lock first (so Close must not be called from inside an Update's
 // fn); a Load in flight closes the shard directory it uses as it returns.
@@ -746,7 +749,10 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.stop()
+		s.watchMu.Lock() // a Watch that saw the store open has registered
+		s.watchMu.Unlock()
 		s.sweeping.Wait()
+		s.watching.Wait()
 		s.locks.close()
 		s.dirs.close()
 		err = nil
