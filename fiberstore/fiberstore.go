@@ -15,9 +15,12 @@
 //
 //   - Get of a key with no live value (never set, deleted or expired)
 //     returns nil, nil. So does Get of the empty key.
-//   - Set with exp 0 stores a value that never expires; a positive exp
-//     expires it that long after the call; a negative exp means the value is
-//     already expired, so Set removes any value the key had.
+//   - Set with exp 0 or a negative exp stores a value that never expires;
+//     a positive exp expires it that long after the call. The gofiber/storage
+//     drivers released since August 2026 (sqlite3, postgres, mysql, redis,
+//     valkey, badger, ristretto) treat a negative exp as no expiry too, so a
+//     middleware that computes a negative duration keeps its value, whichever
+//     of them it runs on, instead of losing it.
 //   - Set with an empty key or an empty value does nothing and returns nil.
 //   - Delete of a key with no value, or of the empty key, returns nil.
 //   - Reset deletes every record in the store's directory.
@@ -143,9 +146,9 @@ func (s *Storage) Get(key string) ([]byte, error) {
 	return s.GetWithContext(context.Background(), key)
 }
 
-// SetWithContext stores val under key, replacing any value there, to expire
-// exp from now (never, if exp is 0; a negative exp removes the key). An
-// empty key or val is ignored. Set does not keep val after it returns.
+// SetWithContext stores val under key, replacing any value there and its
+// expiry, to expire exp from now, or never if exp is 0 or negative. An empty
+// key or val is ignored. Set does not keep val after it returns.
 //
 // It is safe for concurrent use. It waits, honouring ctx, for the key's lock
 // in the store, then writes (and, unless the store has NoSync, fsyncs)
@@ -157,13 +160,8 @@ func (s *Storage) SetWithContext(ctx context.Context, key string, val []byte, ex
 	if key == "" || len(val) == 0 {
 		return nil
 	}
-	var expiry time.Time
-	switch {
-	case exp < 0:
-		// Writing a record that reads as absent would only leave work
-		// for the sweeper.
-		return s.deleteWithContext(ctx, key)
-	case exp > 0:
+	var expiry time.Time // the zero Time: never
+	if exp > 0 {
 		expiry = time.Now().Add(exp)
 	}
 	return s.store.Save(ctx, key, val, expiry)

@@ -193,14 +193,28 @@ func TestContract(t *testing.T) {
 				t.Errorf("get of expired value = %q, want nil", got)
 			}
 		}},
-		{"negative exp removes", nil, func(t *testing.T, a api, s *Storage) {
-			mustSet(t, a, s, "k", "v", 0)
-			mustSet(t, a, s, "k", "w", -time.Second)
-			if got := mustGet(t, a, s, "k"); got != nil {
-				t.Errorf("get = %q, want nil", got)
+		{"negative exp never expires", nil, func(t *testing.T, a api, s *Storage) {
+			// Each set replaces a value that had an expiry, so a negative
+			// exp that kept the old expiry, or expired the value, shows.
+			for _, exp := range []time.Duration{-time.Nanosecond, -time.Second, math.MinInt64} {
+				mustSet(t, a, s, "k", "old", time.Hour)
+				mustSet(t, a, s, "k", "new", exp)
+				if got := mustGet(t, a, s, "k"); string(got) != "new" {
+					t.Errorf("exp %v: get = %q, want %q", exp, got, "new")
+				}
+				rec, err := s.Conn().Load(context.Background(), "k")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !rec.Expiry.IsZero() {
+					t.Errorf("exp %v: expiry = %v, want zero (never)", exp, rec.Expiry)
+				}
 			}
 			if n, err := s.Conn().DeleteExpired(context.Background()); err != nil || n != 0 {
-				t.Errorf("DeleteExpired = %d, %v; want nothing left to sweep", n, err)
+				t.Errorf("DeleteExpired = %d, %v; want nothing to sweep", n, err)
+			}
+			if got := mustGet(t, a, s, "k"); string(got) != "new" {
+				t.Errorf("get after a sweep = %q, want %q", got, "new")
 			}
 		}},
 		{"delete", nil, func(t *testing.T, a api, s *Storage) {
