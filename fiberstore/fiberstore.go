@@ -108,11 +108,6 @@ func (s *Storage) begin(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// storable reports whether key can name a record.
-func storable(key string) bool {
-	return key != "" && len(key) <= filestore.MaxIDLength
-}
-
 // GetWithContext returns the value stored for key, or nil, nil if there is
 // no live value for it (see the package documentation for the empty and
 // over-long keys). The returned slice belongs to the caller.
@@ -123,11 +118,10 @@ func (s *Storage) GetWithContext(ctx context.Context, key string) ([]byte, error
 	if err := s.begin(ctx); err != nil {
 		return nil, err
 	}
-	if !storable(key) {
-		return nil, nil
-	}
 	rec, err := s.store.Load(ctx, key)
-	if errors.Is(err, filestore.ErrNotFound) {
+	if errors.Is(err, filestore.ErrNotFound) || errors.Is(err, filestore.ErrInvalidID) {
+		// A key the store rejects (empty or over-long) can have no
+		// value; see the package documentation for why that is a miss.
 		return nil, nil
 	}
 	if err != nil {
@@ -158,6 +152,9 @@ func (s *Storage) SetWithContext(ctx context.Context, key string, val []byte, ex
 		return err
 	}
 	if key == "" || len(val) == 0 {
+		// The gofiber/storage drivers ignore these, whatever their
+		// backend accepts; an over-long key goes on to the store, which
+		// rejects it with ErrInvalidID.
 		return nil
 	}
 	var expiry time.Time // the zero Time: never
@@ -181,14 +178,11 @@ func (s *Storage) DeleteWithContext(ctx context.Context, key string) error {
 	if err := s.begin(ctx); err != nil {
 		return err
 	}
-	return s.deleteWithContext(ctx, key)
-}
-
-func (s *Storage) deleteWithContext(ctx context.Context, key string) error {
-	if !storable(key) {
-		return nil
+	err := s.store.Delete(ctx, key)
+	if errors.Is(err, filestore.ErrInvalidID) {
+		return nil // no value can exist under a key the store rejects
 	}
-	return s.store.Delete(ctx, key)
+	return err
 }
 
 // Delete is DeleteWithContext with context.Background.
@@ -214,8 +208,8 @@ func (s *Storage) ResetWithContext(ctx context.Context) error {
 	err := s.store.ForEach(ctx, func(r filestore.Record) error {
 		return s.store.Delete(ctx, r.ID)
 	})
-	if err != nil && !errors.Is(err, filestore.ErrCorrupt) && !errors.Is(err, filestore.ErrTooLarge) {
-		return err
+	if err != nil && !errors.Is(err, filestore.ErrCorrupt) {
+		return err // ErrCorrupt: files left for the operator, reported below
 	}
 	// ForEach skips expired records, which Get already treats as absent;
 	// sweep them so that Reset leaves an empty directory behind.

@@ -555,3 +555,47 @@ func TestConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestOversizedRecord checks that a record file too large for this
+// process to read (another process, with a larger Options.MaxRecordSize,
+// wrote it) is an unreadable record like a corrupt one: Get reports
+// ErrCorrupt, Reset leaves it for the operator and reports it, and Delete
+// removes it.
+func TestOversizedRecord(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	big, err := filestore.Open(dir, &filestore.Options{SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	s, err := Open(dir, &filestore.Options{SweepInterval: -1, MaxRecordSize: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := big.Save(context.Background(), "big", bytes.Repeat([]byte("v"), 64<<10), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Conn().Load(context.Background(), "big"); !errors.Is(err, filestore.ErrCorrupt) {
+		t.Skipf("this filestore reports a record too large to read as %v, not as ErrCorrupt", err)
+	}
+	if err := s.Set("small", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+
+	if v, err := s.Get("big"); !errors.Is(err, filestore.ErrCorrupt) || v != nil {
+		t.Errorf("get of an oversized record = %d bytes, %v; want nil, ErrCorrupt", len(v), err)
+	}
+	if err := s.Reset(); !errors.Is(err, filestore.ErrCorrupt) {
+		t.Errorf("reset = %v, want ErrCorrupt for the record it left", err)
+	}
+	if v, err := s.Get("small"); err != nil || v != nil {
+		t.Errorf("reset kept a readable record: get = %q, %v", v, err)
+	}
+	if err := s.Delete("big"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reset(); err != nil {
+		t.Errorf("reset after delete = %v, want nil", err)
+	}
+}
