@@ -28,6 +28,8 @@ type Client struct {
 	t testing.TB
 
 	// HTTP is the underlying client, for what the methods do not cover.
+	// A test that keeps its cookies itself may set HTTP.Jar to nil, before
+	// any request; Cookie and SetCookie then must not be called.
 	HTTP *http.Client
 }
 
