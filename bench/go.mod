@@ -4,7 +4,7 @@ go 1.25.0
 
 require (
 	github.com/alexedwards/scs/v2 v2.9.0
-	github.com/filestore-go/filestore v0.0.0
+	github.com/filestore-go/filestore v0.1.0
 	github.com/gorilla/sessions v1.4.0
 	github.com/peterbourgon/diskv/v3 v3.0.1
 	go.etcd.io/bbolt v1.5.0
@@ -17,5 +17,3 @@ require (
 	github.com/gorilla/securecookie v1.1.2 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 )
-
-replace github.com/filestore-go/filestore => ..

@@ -15,9 +15,12 @@
 //
 //   - Get of a key with no live value (never set, deleted or expired)
 //     returns nil, nil. So does Get of the empty key.
-//   - Set with exp 0 stores a value that never expires; a positive exp
-//     expires it that long after the call; a negative exp means the value is
-//     already expired, so Set removes any value the key had.
+//   - Set with exp 0 or a negative exp stores a value that never expires;
+//     a positive exp expires it that long after the call. The gofiber/storage
+//     drivers released since August 2026 (sqlite3, postgres, mysql, redis,
+//     valkey, badger, ristretto) treat a negative exp as no expiry too, so a
+//     middleware that computes a negative duration keeps its value, whichever
+//     of them it runs on, instead of losing it.
 //   - Set with an empty key or an empty value does nothing and returns nil.
 //   - Delete of a key with no value, or of the empty key, returns nil.
 //   - Reset deletes every record in the store's directory.
@@ -105,11 +108,6 @@ func (s *Storage) begin(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// storable reports whether key can name a record.
-func storable(key string) bool {
-	return key != "" && len(key) <= filestore.MaxIDLength
-}
-
 // GetWithContext returns the value stored for key, or nil, nil if there is
 // no live value for it (see the package documentation for the empty and
 // over-long keys). The returned slice belongs to the caller.
@@ -120,11 +118,10 @@ func (s *Storage) GetWithContext(ctx context.Context, key string) ([]byte, error
 	if err := s.begin(ctx); err != nil {
 		return nil, err
 	}
-	if !storable(key) {
-		return nil, nil
-	}
 	rec, err := s.store.Load(ctx, key)
-	if errors.Is(err, filestore.ErrNotFound) {
+	if errors.Is(err, filestore.ErrNotFound) || errors.Is(err, filestore.ErrInvalidID) {
+		// A key the store rejects (empty or over-long) can have no
+		// value; see the package documentation for why that is a miss.
 		return nil, nil
 	}
 	if err != nil {
@@ -143,9 +140,9 @@ func (s *Storage) Get(key string) ([]byte, error) {
 	return s.GetWithContext(context.Background(), key)
 }
 
-// SetWithContext stores val under key, replacing any value there, to expire
-// exp from now (never, if exp is 0; a negative exp removes the key). An
-// empty key or val is ignored. Set does not keep val after it returns.
+// SetWithContext stores val under key, replacing any value there and its
+// expiry, to expire exp from now, or never if exp is 0 or negative. An empty
+// key or val is ignored. Set does not keep val after it returns.
 //
 // It is safe for concurrent use. It waits, honouring ctx, for the key's lock
 // in the store, then writes (and, unless the store has NoSync, fsyncs)
@@ -155,15 +152,13 @@ func (s *Storage) SetWithContext(ctx context.Context, key string, val []byte, ex
 		return err
 	}
 	if key == "" || len(val) == 0 {
+		// The gofiber/storage drivers ignore these, whatever their
+		// backend accepts; an over-long key goes on to the store, which
+		// rejects it with ErrInvalidID.
 		return nil
 	}
-	var expiry time.Time
-	switch {
-	case exp < 0:
-		// Writing a record that reads as absent would only leave work
-		// for the sweeper.
-		return s.deleteWithContext(ctx, key)
-	case exp > 0:
+	var expiry time.Time // the zero Time: never
+	if exp > 0 {
 		expiry = time.Now().Add(exp)
 	}
 	return s.store.Save(ctx, key, val, expiry)
@@ -183,14 +178,11 @@ func (s *Storage) DeleteWithContext(ctx context.Context, key string) error {
 	if err := s.begin(ctx); err != nil {
 		return err
 	}
-	return s.deleteWithContext(ctx, key)
-}
-
-func (s *Storage) deleteWithContext(ctx context.Context, key string) error {
-	if !storable(key) {
-		return nil
+	err := s.store.Delete(ctx, key)
+	if errors.Is(err, filestore.ErrInvalidID) {
+		return nil // no value can exist under a key the store rejects
 	}
-	return s.store.Delete(ctx, key)
+	return err
 }
 
 // Delete is DeleteWithContext with context.Background.
@@ -216,8 +208,8 @@ func (s *Storage) ResetWithContext(ctx context.Context) error {
 	err := s.store.ForEach(ctx, func(r filestore.Record) error {
 		return s.store.Delete(ctx, r.ID)
 	})
-	if err != nil && !errors.Is(err, filestore.ErrCorrupt) && !errors.Is(err, filestore.ErrTooLarge) {
-		return err
+	if err != nil && !errors.Is(err, filestore.ErrCorrupt) {
+		return err // ErrCorrupt: files left for the operator, reported below
 	}
 	// ForEach skips expired records, which Get already treats as absent;
 	// sweep them so that Reset leaves an empty directory behind.

@@ -193,14 +193,28 @@ func TestContract(t *testing.T) {
 				t.Errorf("get of expired value = %q, want nil", got)
 			}
 		}},
-		{"negative exp removes", nil, func(t *testing.T, a api, s *Storage) {
-			mustSet(t, a, s, "k", "v", 0)
-			mustSet(t, a, s, "k", "w", -time.Second)
-			if got := mustGet(t, a, s, "k"); got != nil {
-				t.Errorf("get = %q, want nil", got)
+		{"negative exp never expires", nil, func(t *testing.T, a api, s *Storage) {
+			// Each set replaces a value that had an expiry, so a negative
+			// exp that kept the old expiry, or expired the value, shows.
+			for _, exp := range []time.Duration{-time.Nanosecond, -time.Second, math.MinInt64} {
+				mustSet(t, a, s, "k", "old", time.Hour)
+				mustSet(t, a, s, "k", "new", exp)
+				if got := mustGet(t, a, s, "k"); string(got) != "new" {
+					t.Errorf("exp %v: get = %q, want %q", exp, got, "new")
+				}
+				rec, err := s.Conn().Load(context.Background(), "k")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !rec.Expiry.IsZero() {
+					t.Errorf("exp %v: expiry = %v, want zero (never)", exp, rec.Expiry)
+				}
 			}
 			if n, err := s.Conn().DeleteExpired(context.Background()); err != nil || n != 0 {
-				t.Errorf("DeleteExpired = %d, %v; want nothing left to sweep", n, err)
+				t.Errorf("DeleteExpired = %d, %v; want nothing to sweep", n, err)
+			}
+			if got := mustGet(t, a, s, "k"); string(got) != "new" {
+				t.Errorf("get after a sweep = %q, want %q", got, "new")
 			}
 		}},
 		{"delete", nil, func(t *testing.T, a api, s *Storage) {
@@ -540,4 +554,48 @@ func TestConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestOversizedRecord checks that a record file too large for this
+// process to read (another process, with a larger Options.MaxRecordSize,
+// wrote it) is an unreadable record like a corrupt one: Get reports
+// ErrCorrupt, Reset leaves it for the operator and reports it, and Delete
+// removes it.
+func TestOversizedRecord(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	big, err := filestore.Open(dir, &filestore.Options{SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	s, err := Open(dir, &filestore.Options{SweepInterval: -1, MaxRecordSize: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := big.Save(context.Background(), "big", bytes.Repeat([]byte("v"), 64<<10), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Conn().Load(context.Background(), "big"); !errors.Is(err, filestore.ErrCorrupt) {
+		t.Skipf("this filestore reports a record too large to read as %v, not as ErrCorrupt", err)
+	}
+	if err := s.Set("small", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+
+	if v, err := s.Get("big"); !errors.Is(err, filestore.ErrCorrupt) || v != nil {
+		t.Errorf("get of an oversized record = %d bytes, %v; want nil, ErrCorrupt", len(v), err)
+	}
+	if err := s.Reset(); !errors.Is(err, filestore.ErrCorrupt) {
+		t.Errorf("reset = %v, want ErrCorrupt for the record it left", err)
+	}
+	if v, err := s.Get("small"); err != nil || v != nil {
+		t.Errorf("reset kept a readable record: get = %q, %v", v, err)
+	}
+	if err := s.Delete("big"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reset(); err != nil {
+		t.Errorf("reset after delete = %v, want nil", err)
+	}
 }

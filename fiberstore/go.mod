@@ -3,7 +3,7 @@ module github.com/filestore-go/filestore/fiberstore
 go 1.25.0
 
 require (
-	github.com/filestore-go/filestore v0.0.0
+	github.com/filestore-go/filestore v0.1.0
 	github.com/gofiber/fiber/v3 v3.1.0
 )
 
@@ -25,5 +25,3 @@ require (
 	golang.org/x/sys v0.47.0 // indirect
 	golang.org/x/text v0.34.0 // indirect
 )
-
-replace github.com/filestore-go/filestore => ..

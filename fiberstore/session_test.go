@@ -1,23 +1,18 @@
 package fiberstore
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/filestore-go/filestore"
+	"github.com/filestore-go/filestore/internal/testkit"
 	"github.com/gofiber/fiber/v3"
 	"github.com/gofiber/fiber/v3/middleware/session"
 )
@@ -47,10 +42,11 @@ func newApp(st fiber.Storage) *fiber.App {
 	return app
 }
 
-// sessionCookie returns the session cookie resp sets, or "" if none. A
-// cookie that deletes the session counts as none.
-func sessionCookie(resp *http.Response) string {
-	for _, c := range resp.Cookies() {
+// sessionCookie returns the value of the session cookie among cookies, a
+// response's, or "" if there is none. A cookie that deletes the session
+// counts as none.
+func sessionCookie(cookies []*http.Cookie) string {
+	for _, c := range cookies {
 		if c.Name == cookieName && c.MaxAge >= 0 && c.Value != "" {
 			return c.Value
 		}
@@ -80,7 +76,7 @@ func TestSessionMiddleware(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("GET %s: status %d", path, resp.StatusCode)
 		}
-		return string(b), sessionCookie(resp)
+		return string(b), sessionCookie(resp.Cookies())
 	}
 
 	_, id := do("/set?v=hello", "")
@@ -117,20 +113,13 @@ func TestSessionMiddleware(t *testing.T) {
 	}
 }
 
-// workerEnv, when set, makes TestSessionTwoProcesses act as the worker
-// process serving sessions from the store directory it names.
-const workerEnv = "FIBERSTORE_TEST_WORKER_DIR"
-
-// portPrefix starts the line on which a worker reports its address.
-const portPrefix = "fiberstore-worker-port="
-
 // TestSessionTwoProcesses runs the session middleware in two processes, as
 // Fiber's prefork does, on one store directory: this test process and a
 // worker re-executed from the test binary, each with its own Fiber app
 // listening on 127.0.0.1. A session created through one is used, changed
 // and destroyed through the other.
 func TestSessionTwoProcesses(t *testing.T) {
-	if dir := os.Getenv(workerEnv); dir != "" {
+	if dir, ok := testkit.Worker(t); ok {
 		runWorker(t, dir)
 		return
 	}
@@ -141,7 +130,8 @@ func TestSessionTwoProcesses(t *testing.T) {
 	}
 	defer st.Close()
 	local := serve(t, newApp(st))
-	remote := startWorker(t, dir)
+	w := testkit.StartWorker(t, dir)
+	remote := w.NextAck()
 
 	_, id := get(t, local, "/set?v=alpha", "")
 	if id == "" {
@@ -162,6 +152,9 @@ func TestSessionTwoProcesses(t *testing.T) {
 	body, set = get(t, local, "/get", id)
 	if body != "" || set == "" || set == id {
 		t.Error("session destroyed through the worker is still live here")
+	}
+	if err := w.Wait(); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -188,70 +181,8 @@ func serve(t *testing.T, app *fiber.App) string {
 	return "http://" + ln.Addr().String()
 }
 
-// startWorker starts the worker process on dir and returns its base URL.
-// The worker exits when its stdin closes, which the cleanup does before
-// checking that it exited cleanly.
-func startWorker(t *testing.T, dir string) string {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$")
-	cmd.Env = append(os.Environ(), workerEnv+"="+dir)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	port := make(chan int, 1)
-	scanned := make(chan struct{})
-	go func() {
-		defer close(scanned)
-		// Keep reading after the port line so the worker never blocks on
-		// a full pipe, and keep its output for a failure message.
-		sc := bufio.NewScanner(stdout)
-		reported := false
-		for sc.Scan() {
-			line := sc.Text()
-			if p, ok := strings.CutPrefix(line, portPrefix); ok && !reported {
-				n, _ := strconv.Atoi(p)
-				port <- n
-				reported = true
-				continue
-			}
-			out.WriteString(line + "\n")
-		}
-		if !reported {
-			close(port)
-		}
-	}()
-	t.Cleanup(func() {
-		stdin.Close()
-		<-scanned // Wait must not run before reads from the pipe end
-		if err := cmd.Wait(); err != nil {
-			t.Errorf("worker: %v\n%s", err, out.String())
-		}
-	})
-
-	var p int
-	select {
-	case p = <-port:
-	case <-time.After(time.Minute):
-		// Only a guard against a hung worker.
-	}
-	if p == 0 {
-		t.Fatal("worker did not report its port")
-	}
-	return "http://127.0.0.1:" + strconv.Itoa(p)
-}
-
 // runWorker is the worker process: it serves sessions from dir on
-// 127.0.0.1 until its stdin closes.
+// 127.0.0.1, acks its base URL, and stops when the parent tells it to.
 func runWorker(t *testing.T, dir string) {
 	st, err := Open(dir, nil)
 	if err != nil {
@@ -267,8 +198,8 @@ func runWorker(t *testing.T, dir string) {
 	go func() {
 		done <- app.Listener(ln, fiber.ListenConfig{DisableStartupMessage: true})
 	}()
-	fmt.Printf("%s%d\n", portPrefix, ln.Addr().(*net.TCPAddr).Port)
-	_, _ = io.Copy(io.Discard, os.Stdin)
+	testkit.Ack("http://%s", ln.Addr())
+	testkit.WaitForStop()
 	if err := app.Shutdown(); err != nil {
 		t.Error(err)
 	}
@@ -281,24 +212,13 @@ func runWorker(t *testing.T, dir string) {
 // HTTP and returns the body and the session cookie set in the response.
 func get(t *testing.T, base, path, cookie string) (body, setCookie string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, base+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var cookies []*http.Cookie
 	if cookie != "" {
-		req.AddCookie(&http.Cookie{Name: cookieName, Value: cookie})
+		cookies = append(cookies, &http.Cookie{Name: cookieName, Value: cookie})
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	r := testkit.NewClient(t).Get(base+path, cookies...)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET %s: status %d", path, r.Status)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: status %d", path, resp.StatusCode)
-	}
-	return string(b), sessionCookie(resp)
+	return r.Body, sessionCookie(r.Cookies)
 }

@@ -323,10 +323,11 @@ func (s *Store) Save(r *http.Request, w http.ResponseWriter, session *sessions.S
 	}
 	ctx := r.Context()
 	if session.Options.MaxAge < 0 {
-		if session.ID != "" {
-			if err := s.fs.Delete(ctx, session.ID); err != nil {
-				return fmt.Errorf("gorillastore: %w", err)
-			}
+		// A session never saved has no id, which the filestore rejects
+		// as invalid: it has no record to delete.
+		err := s.fs.Delete(ctx, session.ID)
+		if err != nil && !errors.Is(err, filestore.ErrInvalidID) {
+			return fmt.Errorf("gorillastore: %w", err)
 		}
 		http.SetCookie(w, sessions.NewCookie(session.Name(), "", session.Options))
 		return nil

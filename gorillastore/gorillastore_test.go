@@ -5,13 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	iofs "io/fs"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/filestore-go/filestore"
 	"github.com/filestore-go/filestore/gorillastore"
+	"github.com/filestore-go/filestore/internal/testkit"
 	"github.com/gorilla/securecookie"
 	"github.com/gorilla/sessions"
 )
@@ -105,48 +104,37 @@ func app(store sessions.Store) http.Handler {
 type browser struct {
 	t      *testing.T
 	srv    *httptest.Server
+	c      *testkit.Client
 	cookie *http.Cookie
 }
 
 func newBrowser(t *testing.T, h http.Handler) *browser {
 	srv := httptest.NewServer(h) // listens on 127.0.0.1
 	t.Cleanup(srv.Close)
-	return &browser{t: t, srv: srv}
+	c := testkit.NewClient(t)
+	c.HTTP.Jar = nil // the browser keeps its one cookie in b.cookie
+	return &browser{t: t, srv: srv, c: c}
 }
 
 // do requests path with the current cookie and applies the response's
 // Set-Cookie, as a browser would (a cookie with Max-Age<=0 is dropped).
 func (b *browser) do(path string, query url.Values) result {
 	b.t.Helper()
-	req, err := http.NewRequest(http.MethodGet, b.srv.URL+path+"?"+query.Encode(), nil)
-	if err != nil {
-		b.t.Fatal(err)
-	}
+	var cookies []*http.Cookie
 	if b.cookie != nil {
-		req.AddCookie(&http.Cookie{Name: b.cookie.Name, Value: b.cookie.Value})
+		cookies = append(cookies, b.cookie)
 	}
-	resp, err := b.srv.Client().Do(req)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		b.t.Fatal(err)
-	}
+	r := b.c.Get(b.srv.URL+path+"?"+query.Encode(), cookies...)
 	var res result
-	if resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(body, &res); err != nil {
-			b.t.Fatalf("%s: bad reply %q: %v", path, body, err)
+	if r.Status == http.StatusOK {
+		if err := json.Unmarshal([]byte(r.Body), &res); err != nil {
+			b.t.Fatalf("%s: bad reply %q: %v", path, r.Body, err)
 		}
 	} else {
-		res.Err = string(body)
+		res.Err = r.Body
 	}
-	res.Status = resp.StatusCode
-	for _, c := range resp.Cookies() {
-		if c.Name != cookieName {
-			continue
-		}
+	res.Status = r.Status
+	if c := r.Cookie(cookieName); c != nil {
 		res.Cookie = c
 		if c.MaxAge < 0 || c.Value == "" {
 			b.cookie = nil
@@ -646,13 +634,10 @@ func TestGinStoreOptions(t *testing.T) {
 // Cross-process: the test binary re-executes itself as a worker that opens
 // the same directory. The worker gets the parent's cookie in a file, reads
 // the parent's session and saves its own, and hands its cookie back.
-const workerEnv = "GORILLASTORE_TEST_WORKER_DIR"
-
 func TestCrossProcess(t *testing.T) {
-	if dir := os.Getenv(workerEnv); dir != "" {
+	if dir, ok := testkit.Worker(t); ok {
 		if err := worker(dir); err != nil {
-			fmt.Fprintln(os.Stderr, "worker:", err)
-			os.Exit(1)
+			t.Fatal(err)
 		}
 		return
 	}
@@ -669,10 +654,8 @@ func TestCrossProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$")
-	cmd.Env = append(os.Environ(), workerEnv+"="+dir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("worker: %v\n%s", err, out)
+	if err := testkit.StartWorker(t, dir).Wait(); err != nil {
+		t.Fatal(err)
 	}
 
 	c, err := os.ReadFile(filepath.Join(dir, "worker.cookie"))

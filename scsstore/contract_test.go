@@ -322,3 +322,46 @@ func TestSystemFailuresAreErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestOversizedRecord checks that a record file too large for this process
+// to read (another process, with a larger Options.MaxRecordSize, wrote it)
+// is treated like any other unreadable record: not found, and logged.
+func TestOversizedRecord(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sessions")
+	big, err := filestore.Open(dir, &filestore.Options{SweepInterval: -1, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	fs, err := filestore.Open(dir, &filestore.Options{SweepInterval: -1, NoSync: true, MaxRecordSize: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	if err := big.Save(context.Background(), tokenA, bytes.Repeat([]byte("x"), 64<<10), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fs.Load(context.Background(), tokenA); !errors.Is(err, filestore.ErrCorrupt) {
+		t.Skipf("this filestore reports a record too large to read as %v, not as ErrCorrupt", err)
+	}
+	st := scsstore.New(fs)
+	logs := new(syncBuffer)
+	st.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	if err := st.Commit(tokenB, []byte("fine"), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+
+	if b, found, err := st.Find(tokenA); err != nil || found || b != nil {
+		t.Fatalf("Find of an oversized record = %d bytes, %v, %v; want nil, false, nil", len(b), found, err)
+	}
+	m, err := st.All()
+	if err != nil {
+		t.Fatalf("All with an oversized record: %v", err)
+	}
+	if len(m) != 1 || string(m[tokenB]) != "fine" {
+		t.Fatalf("All with an oversized record returned %d sessions, want only the readable one", len(m))
+	}
+	if n := strings.Count(logs.String(), "level=WARN"); n != 2 {
+		t.Errorf("got %d log lines about unreadable records, want 2 (Find and All): %s", n, logs)
+	}
+}

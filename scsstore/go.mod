@@ -2,7 +2,7 @@ module github.com/filestore-go/filestore/scsstore
 
 go 1.25.0
 
-require github.com/filestore-go/filestore v0.0.0
+require github.com/filestore-go/filestore v0.1.0
 
 require (
 	github.com/alexedwards/scs/v2 v2.9.0
@@ -10,5 +10,3 @@ require (
 	github.com/klauspost/compress v1.20.3 // indirect
 	golang.org/x/sys v0.47.0 // indirect
 )
-
-replace github.com/filestore-go/filestore => ..

@@ -1,25 +1,19 @@
 package scsstore_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
-	"net/url"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/alexedwards/scs/v2"
 	"github.com/filestore-go/filestore"
+	"github.com/filestore-go/filestore/internal/testkit"
 	"github.com/filestore-go/filestore/scsstore"
 )
 
@@ -63,49 +57,32 @@ func newServer(t *testing.T, st scs.Store, configure func(*scs.SessionManager)) 
 	return srv, sm
 }
 
-// browser is an HTTP client with a cookie jar, like one user's browser.
+// browser is one user's browser: its cookie jar keeps the session cookie.
 type browser struct {
 	t *testing.T
-	c *http.Client
+	c *testkit.Client
 }
 
 func newBrowser(t *testing.T) *browser {
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &browser{t: t, c: &http.Client{Jar: jar}}
+	return &browser{t: t, c: testkit.NewClient(t)}
 }
 
 // do requests base+path and returns the response body. It fails the test
 // on any status but 200.
 func (b *browser) do(base, path string) string {
 	b.t.Helper()
-	resp, err := b.c.Get(base + path)
-	if err != nil {
-		b.t.Fatal(err)
+	r := b.c.Get(base + path)
+	if r.Status != http.StatusOK {
+		b.t.Fatalf("GET %s: status %d: %s", path, r.Status, r.Body)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		b.t.Fatalf("GET %s: %s: %s", path, resp.Status, body)
-	}
-	return string(body)
+	return r.Body
 }
 
 // token returns the session cookie the browser holds for base, or "".
 func (b *browser) token(base string) string {
-	u, err := url.Parse(base)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	for _, c := range b.c.Jar.Cookies(u) {
-		if c.Name == "session" {
-			return c.Value
-		}
+	b.t.Helper()
+	if c := b.c.Cookie(base, "session"); c != nil {
+		return c.Value
 	}
 	return ""
 }
@@ -114,21 +91,7 @@ func (b *browser) token(base string) string {
 // attacker holding a stolen cookie would.
 func replay(t *testing.T, base, path, token string) string {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, base+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.AddCookie(&http.Cookie{Name: "session", Value: token})
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(body)
+	return testkit.NewClient(t).Get(base+path, &http.Cookie{Name: "session", Value: token}).Body
 }
 
 func TestHTTPPutGetPop(t *testing.T) {
@@ -344,12 +307,8 @@ func TestHTTPIdleTimeout(t *testing.T) {
 	}
 }
 
-// childEnv, when set, makes TestTwoProcesses act as the second process,
-// serving a session manager over the store in the directory it names.
-const childEnv = "SCSSTORE_TEST_CHILD_STORE"
-
 // serveChild is the second process of TestTwoProcesses: it serves the
-// store, prints its URL and runs until its stdin is closed.
+// store in dir, acks its URL and runs until the parent stops it.
 func serveChild(t *testing.T, dir string) {
 	fs, err := filestore.Open(dir, &filestore.Options{NoSync: true})
 	if err != nil {
@@ -357,12 +316,12 @@ func serveChild(t *testing.T, dir string) {
 	}
 	defer fs.Close()
 	srv, _ := newServer(t, scsstore.New(fs), nil)
-	fmt.Printf("url %s\n", srv.URL)
-	io.Copy(io.Discard, os.Stdin)
+	testkit.Ack("%s", srv.URL)
+	testkit.WaitForStop()
 }
 
 func TestTwoProcesses(t *testing.T) {
-	if dir := os.Getenv(childEnv); dir != "" {
+	if dir, ok := testkit.Worker(t); ok {
 		serveChild(t, dir)
 		return
 	}
@@ -375,39 +334,8 @@ func TestTwoProcesses(t *testing.T) {
 	defer fs.Close()
 	srv, sm := newServer(t, scsstore.New(fs), nil)
 	here := srv.URL
-
-	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$")
-	cmd.Env = append(os.Environ(), childEnv+"="+dir)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		stdin.Close()
-		if err := cmd.Wait(); err != nil {
-			t.Errorf("child process: %v", err)
-		}
-	}()
-	var there string
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		if u, ok := strings.CutPrefix(sc.Text(), "url "); ok {
-			there = u
-			break
-		}
-	}
-	if there == "" {
-		t.Fatalf("child process printed no URL (scan error: %v)", sc.Err())
-	}
-	go io.Copy(io.Discard, stdout)
+	child := testkit.StartWorker(t, dir)
+	there := child.NextAck()
 
 	// Cookies are not scoped by port, so one browser talks to both
 	// processes with the same session cookie.
@@ -448,5 +376,8 @@ func TestTwoProcesses(t *testing.T) {
 	b.do(there, "/destroy")
 	if got := b.do(here, "/get?key=from"); got != "" {
 		t.Fatalf("this process still has the session the child destroyed: %q", got)
+	}
+	if err := child.Wait(); err != nil {
+		t.Error(err)
 	}
 }

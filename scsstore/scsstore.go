@@ -10,10 +10,11 @@
 //
 // A Store implements scs.Store, scs.CtxStore, scs.IterableStore and
 // scs.IterableCtxStore. It follows the scs contract: a token that is
-// missing, expired, empty, longer than filestore.MaxIDLength or otherwise
-// unusable is reported as not found, and so is a record that is corrupt on
-// disk, which is logged instead; errors are returned for system failures
-// only.
+// missing or expired, or that the filestore rejects as invalid
+// (filestore.ErrInvalidID: empty, or longer than filestore.MaxIDLength), is
+// reported as not found, and so is a record file that is not a readable
+// record (filestore.ErrCorrupt), which is logged instead; errors are
+// returned for system failures only.
 package scsstore
 
 import (
@@ -67,12 +68,6 @@ func (s *Store) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// unreadable reports whether err means that one record's file could not be
-// used, as opposed to a failure of the store as a whole.
-func unreadable(err error) bool {
-	return errors.Is(err, filestore.ErrCorrupt) || errors.Is(err, filestore.ErrTooLarge)
-}
-
 // Find returns the data for the session token. It is FindCtx with
 // context.Background().
 func (s *Store) Find(token string) ([]byte, bool, error) {
@@ -94,7 +89,11 @@ func (s *Store) FindCtx(ctx context.Context, token string) ([]byte, bool, error)
 		// ErrInvalidID: a token no session can have was presented,
 		// which for scs is a malformed token, not a failure.
 		return nil, false, nil
-	case unreadable(err):
+	case errors.Is(err, filestore.ErrCorrupt):
+		// The file at the token's path is not a readable record (the
+		// store's word for it, whatever the reason: damage, a planted
+		// file, one too large to read). For scs the session is gone;
+		// the log is where the operator hears of the file.
 		s.logger().LogAttrs(ctx, slog.LevelWarn, "scsstore: skipping unreadable session record", slog.Any("error", err))
 		return nil, false, nil
 	}
@@ -132,12 +131,14 @@ func (s *Store) Delete(token string) error {
 //
 // DeleteCtx waits for the session's lock, honouring ctx.
 func (s *Store) DeleteCtx(ctx context.Context, token string) error {
-	if len(token) == 0 || len(token) > filestore.MaxIDLength {
-		// scs deletes the empty token when a session that was never
-		// committed is destroyed or renewed.
+	err := s.fs.Delete(ctx, token)
+	if errors.Is(err, filestore.ErrInvalidID) {
+		// No session can have such a token, so there is none to delete.
+		// scs itself deletes the empty token when a session that was
+		// never committed is destroyed or renewed.
 		return nil
 	}
-	return s.fs.Delete(ctx, token)
+	return err
 }
 
 // All returns every live session. It is AllCtx with context.Background().
@@ -158,7 +159,7 @@ func (s *Store) AllCtx(ctx context.Context) (map[string][]byte, error) {
 		m[rec.ID] = rec.Data
 		return nil
 	})
-	if err != nil && unreadable(err) {
+	if errors.Is(err, filestore.ErrCorrupt) {
 		// ForEach visits every readable record before it reports the
 		// ones it skipped.
 		s.logger().LogAttrs(ctx, slog.LevelWarn, "scsstore: skipped unreadable session records", slog.Any("error", err))

@@ -3,10 +3,8 @@
 package main
 
 import (
-	"io"
 	"log/slog"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
@@ -14,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/filestore-go/filestore"
+	"github.com/filestore-go/filestore/internal/testkit"
 )
 
 // newTestApp serves the demo handler as worker 7 over a fresh store.
@@ -30,41 +29,17 @@ func newTestApp(t *testing.T) *httptest.Server {
 	return srv
 }
 
-func newJarClient(t *testing.T) (*http.Client, http.CookieJar) {
-	t.Helper()
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newClient(jar)
-	return c, jar
-}
-
-func body(t *testing.T, c *http.Client, u string) string {
-	t.Helper()
-	resp, err := c.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 func TestPageShowsWorkerAndEscapesUser(t *testing.T) {
 	srv := newTestApp(t)
-	c, _ := newJarClient(t)
-	if page := body(t, c, srv.URL+"/"); !strings.Contains(page, "worker 7</strong> (pid 4242)") || !strings.Contains(page, `action="/login"`) {
+	c := testkit.NewClient(t)
+	if page := c.Get(srv.URL + "/").Body; !strings.Contains(page, "worker 7</strong> (pid 4242)") || !strings.Contains(page, `action="/login"`) {
 		t.Fatalf("anonymous page lacks the worker or the login form:\n%s", page)
 	}
 	if r := post(t, c, srv.URL+"/login", url.Values{"user": {"<b>mallory</b>"}}); r.status != http.StatusSeeOther {
 		t.Fatalf("login: status %d, want 303", r.status)
 	}
 	post(t, c, srv.URL+"/count", nil)
-	page := body(t, c, srv.URL+"/")
+	page := c.Get(srv.URL + "/").Body
 	if strings.Contains(page, "<b>mallory</b>") || !strings.Contains(page, "&lt;b&gt;mallory&lt;/b&gt;") {
 		t.Fatalf("user name not escaped:\n%s", page)
 	}
@@ -75,17 +50,17 @@ func TestPageShowsWorkerAndEscapesUser(t *testing.T) {
 
 func TestLoginRenewsToken(t *testing.T) {
 	srv := newTestApp(t)
-	c, jar := newJarClient(t)
+	c := testkit.NewClient(t)
 	post(t, c, srv.URL+"/login", url.Values{"user": {"alice"}})
 	post(t, c, srv.URL+"/count", nil)
-	first := sessionCookie(t, jar, srv.URL)
+	first := sessionCookie(c, srv.URL)
 	if first == nil {
 		t.Fatal("no session cookie after login")
 	}
 
 	// Logging in again, as someone else, must not reuse the token.
 	post(t, c, srv.URL+"/login", url.Values{"user": {"bob"}})
-	second := sessionCookie(t, jar, srv.URL)
+	second := sessionCookie(c, srv.URL)
 	if second == nil || second.Value == first.Value {
 		t.Fatal("login did not issue a new session token")
 	}
@@ -93,19 +68,14 @@ func TestLoginRenewsToken(t *testing.T) {
 		t.Fatalf("after the second login: user %q count %d, want bob 1", s.state.User, s.state.Count)
 	}
 
-	req, err := http.NewRequest(http.MethodGet, srv.URL+"/api/state", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.AddCookie(&http.Cookie{Name: first.Name, Value: first.Value})
-	if s := do(t, newClient(nil), req); s.state.User != "" {
+	if s := get(t, c, srv.URL+"/api/state", first); s.state.User != "" {
 		t.Fatalf("the pre-login token still works, for user %q", s.state.User)
 	}
 }
 
 func TestRejectedRequests(t *testing.T) {
 	srv := newTestApp(t)
-	c, jar := newJarClient(t)
+	c := testkit.NewClient(t)
 	for _, name := range []string{"", "   ", strings.Repeat("x", maxUserLen+1), "\xff"} {
 		if r := post(t, c, srv.URL+"/login", url.Values{"user": {name}}); r.status != http.StatusBadRequest {
 			t.Errorf("login with a name of %d bytes: status %d, want 400", len(name), r.status)
@@ -114,7 +84,7 @@ func TestRejectedRequests(t *testing.T) {
 	if r := post(t, c, srv.URL+"/count", nil); r.status != http.StatusForbidden {
 		t.Errorf("count without login: status %d, want 403", r.status)
 	}
-	if sessionCookie(t, jar, srv.URL) != nil {
+	if sessionCookie(c, srv.URL) != nil {
 		t.Error("rejected requests created a session")
 	}
 	if r := get(t, c, srv.URL+"/login"); r.status != http.StatusMethodNotAllowed {
@@ -132,7 +102,7 @@ func TestRejectedRequests(t *testing.T) {
 	if r := do(t, c, req); r.status != http.StatusForbidden {
 		t.Errorf("cross-site login: status %d, want 403", r.status)
 	}
-	if sessionCookie(t, jar, srv.URL) != nil {
+	if sessionCookie(c, srv.URL) != nil {
 		t.Error("a cross-site login created a session")
 	}
 }

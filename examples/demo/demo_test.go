@@ -7,10 +7,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"os/exec"
@@ -24,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/filestore-go/filestore/internal/testkit"
 )
 
 // mainEnv makes the test binary run the demo's main instead of the tests,
@@ -141,19 +141,9 @@ func (d *demo) wait(t *testing.T) int {
 	}
 }
 
-// newClient returns a client that opens a new TCP connection for every
-// request, so that the kernel picks a worker afresh each time, and that
-// does not follow redirects, so that one call is one request.
-func newClient(jar http.CookieJar) *http.Client {
-	return &http.Client{
-		Jar:       jar,
-		Transport: &http.Transport{DisableKeepAlives: true},
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-		Timeout: 30 * time.Second,
-	}
-}
+// The tests' clients are testkit.Clients: each request opens a new TCP
+// connection, so that the kernel picks a worker afresh each time, and no
+// redirect is followed, so that one call is one request.
 
 // response is what the tests need of one exchange.
 type response struct {
@@ -162,71 +152,54 @@ type response struct {
 	state  state  // for /api/state
 }
 
-func do(t *testing.T, c *http.Client, req *http.Request) response {
+// exchange reads what the tests need from r, the response to method u. It
+// fails the test if no worker served the request.
+func exchange(t *testing.T, method, u string, r testkit.Response) response {
 	t.Helper()
-	resp, err := c.Do(req)
+	pu, err := url.Parse(u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
+	res := response{status: r.Status, worker: r.Header.Get(workerHeader)}
+	if res.worker == "" {
+		t.Fatalf("%s %s: no %s header", method, pu.Path, workerHeader)
 	}
-	r := response{status: resp.StatusCode, worker: resp.Header.Get(workerHeader)}
-	if r.worker == "" {
-		t.Fatalf("%s %s: no %s header", req.Method, req.URL.Path, workerHeader)
-	}
-	if req.URL.Path == "/api/state" {
-		if err := json.Unmarshal(body, &r.state); err != nil {
+	if pu.Path == "/api/state" {
+		if err := json.Unmarshal([]byte(r.Body), &res.state); err != nil {
 			t.Fatalf("GET /api/state: %v", err)
 		}
 	}
-	return r
+	return res
 }
 
-func get(t *testing.T, c *http.Client, u string) response {
+// get requests u through c, with c's cookies or, if any are given, with
+// those alone.
+func get(t *testing.T, c *testkit.Client, u string, cookies ...*http.Cookie) response {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, u, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return do(t, c, req)
+	return exchange(t, http.MethodGet, u, c.Get(u, cookies...))
 }
 
-func post(t *testing.T, c *http.Client, u string, form url.Values) response {
+// post posts form to u through c, with cookies as for get.
+func post(t *testing.T, c *testkit.Client, u string, form url.Values, cookies ...*http.Cookie) response {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	return do(t, c, req)
+	return exchange(t, http.MethodPost, u, c.PostForm(u, form, cookies...))
 }
 
-// sessionCookie returns the demo's session cookie from jar.
-func sessionCookie(t *testing.T, jar http.CookieJar, base string) *http.Cookie {
+// do sends req through c, with c's cookies.
+func do(t *testing.T, c *testkit.Client, req *http.Request) response {
 	t.Helper()
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range jar.Cookies(u) {
-		if c.Name == "filestore_demo" {
-			return c
-		}
-	}
-	return nil
+	return exchange(t, req.Method, req.URL.String(), c.Do(req))
+}
+
+// sessionCookie returns the demo's session cookie from c's jar, or nil.
+func sessionCookie(c *testkit.Client, base string) *http.Cookie {
+	return c.Cookie(base, "filestore_demo")
 }
 
 func TestEndToEnd(t *testing.T) {
 	const workers = 4
 	d := startDemo(t, workers)
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newClient(jar)
+	c := testkit.NewClient(t)
 	served := map[string]int{} // worker -> requests served
 	pids := map[int]bool{}
 
@@ -259,7 +232,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("all requests were served by worker %v; SO_REUSEPORT should spread new connections", served)
 	}
 
-	old := sessionCookie(t, jar, d.url)
+	old := sessionCookie(c, d.url)
 	if old == nil {
 		t.Fatal("no session cookie after login")
 	}
@@ -272,26 +245,16 @@ func TestEndToEnd(t *testing.T) {
 
 	// Replay the logged-out cookie, as someone who copied it would, until
 	// every worker has rejected it.
-	replayer := newClient(nil)
+	replayer := testkit.NewClient(t)
 	rejected := map[string]bool{}
 	for i := 0; i < 400 && len(rejected) < workers; i++ {
-		req, err := http.NewRequest(http.MethodGet, d.url+"/api/state", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.AddCookie(&http.Cookie{Name: old.Name, Value: old.Value})
-		s := do(t, replayer, req)
+		s := get(t, replayer, d.url+"/api/state", old)
 		if s.state.User != "" || s.state.Count != 0 {
 			t.Fatalf("worker %s accepted a logged-out session: user %q count %d", s.worker, s.state.User, s.state.Count)
 		}
 		pids[s.state.PID] = true
 
-		req, err = http.NewRequest(http.MethodPost, d.url+"/count", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.AddCookie(&http.Cookie{Name: old.Name, Value: old.Value})
-		if r := do(t, replayer, req); r.status != http.StatusForbidden {
+		if r := post(t, replayer, d.url+"/count", nil, old); r.status != http.StatusForbidden {
 			t.Fatalf("worker %s answered a click with a logged-out session with status %d, want 403", r.worker, r.status)
 		}
 		rejected[s.worker] = true
@@ -339,7 +302,7 @@ func TestWorkersDieWithSupervisor(t *testing.T) {
 	}
 	const workers = 2
 	d := startDemo(t, workers)
-	c := newClient(nil)
+	c := testkit.NewClient(t)
 	pids := map[int]bool{}
 	for i := 0; i < 200 && len(pids) < workers; i++ {
 		pids[get(t, c, d.url+"/api/state").state.PID] = true

@@ -4,8 +4,8 @@ go 1.25.0
 
 require (
 	github.com/alexedwards/scs/v2 v2.9.0
-	github.com/filestore-go/filestore v0.0.0
-	github.com/filestore-go/filestore/scsstore v0.0.0
+	github.com/filestore-go/filestore v0.1.0
+	github.com/filestore-go/filestore/scsstore v0.1.0
 	golang.org/x/sys v0.47.0
 )
 
@@ -13,7 +13,3 @@ require (
 	github.com/gofrs/flock v0.13.1 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 )
-
-replace github.com/filestore-go/filestore => ../..
-
-replace github.com/filestore-go/filestore/scsstore => ../../scsstore

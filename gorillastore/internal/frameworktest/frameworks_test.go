@@ -1,9 +1,7 @@
 package frameworktest
 
 import (
-	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
 	"path/filepath"
 	"strconv"
@@ -16,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/filestore-go/filestore/gorillastore"
+	"github.com/filestore-go/filestore/internal/testkit"
 )
 
 var key = []byte("0123456789abcdef0123456789abcdef")
@@ -33,29 +32,18 @@ func newStore(t *testing.T) *gorillastore.Store {
 	return store
 }
 
-// visit requests url three times with a cookie jar and returns the bodies.
+// visit requests url three times with one browser-like client, which
+// keeps the session cookie, and returns the bodies.
 func visit(t *testing.T, url string) []string {
 	t.Helper()
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := &http.Client{Jar: jar}
+	c := testkit.NewClient(t)
 	var bodies []string
 	for range 3 {
-		resp, err := client.Get(url)
-		if err != nil {
-			t.Fatal(err)
+		r := c.Get(url)
+		if r.Status != http.StatusOK {
+			t.Fatalf("status %d: %s", r.Status, r.Body)
 		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("status %d: %s", resp.StatusCode, b)
-		}
-		bodies = append(bodies, string(b))
+		bodies = append(bodies, r.Body)
 	}
 	return bodies
 }

@@ -2,13 +2,9 @@ module github.com/filestore-go/filestore/gorillastore/internal/frameworktest
 
 go 1.25.0
 
-replace (
-	github.com/filestore-go/filestore => ../../..
-	github.com/filestore-go/filestore/gorillastore => ../..
-)
-
 require (
-	github.com/filestore-go/filestore/gorillastore v0.0.0
+	github.com/filestore-go/filestore v0.1.0
+	github.com/filestore-go/filestore/gorillastore v0.1.0
 	github.com/gin-contrib/sessions v1.0.4
 	github.com/gin-gonic/gin v1.12.0
 	github.com/gorilla/sessions v1.4.0
@@ -21,7 +17,6 @@ require (
 	github.com/bytedance/sonic v1.15.0 // indirect
 	github.com/bytedance/sonic/loader v0.5.0 // indirect
 	github.com/cloudwego/base64x v0.1.6 // indirect
-	github.com/filestore-go/filestore v0.0.0 // indirect
 	github.com/gabriel-vasile/mimetype v1.4.12 // indirect
 	github.com/gin-contrib/sse v1.1.0 // indirect
 	github.com/go-playground/locales v0.14.1 // indirect
