@@ -197,6 +197,13 @@ type Options struct {
 	// value is 64 MiB.
 	MaxRecordSize int
 
+	// CacheBytes is how many bytes of decoded records a Store keeps in
+	// memory to answer Load without reading the file; 0 means no cache.
+	// A cached record is served only while a counter in a table shared by
+	// every process of the store (see Load) says that no process has
+	// written it since, so the cache is never stale across processes.
+	CacheBytes int64
+
 	// Logger receives what the background sweeper cannot return: I/O
 	// errors and corrupt records it skipped. Nil discards them. Log lines
 	// name records by hashed path, never by id.
