@@ -40,6 +40,7 @@ const (
 	hookWritten     = "written"
 	hookSynced      = "synced"
 	hookClosed      = "closed"
+	hookCounted     = "counted" // a record's change counter bumped before its rename or unlink
 	hookRenamed     = "renamed"
 	hookDirSynced   = "dir-synced"
 	hookUnlinked    = "unlinked"
@@ -146,11 +147,19 @@ func (s *Store) replaceLocked(r ref, b []byte, exp int64) error {
 	if err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
+	// The change counter is bumped before and after the rename, so that no
+	// process's read cache serves the old record once Save returns
+	// (cache.go).
+	s.table.bump(r.sum)
+	s.at(hookCounted)
 	if err := d.Rename(tmp, r.hex); err != nil {
+		s.table.bump(r.sum)
 		_ = d.Remove(tmp) // error deliberately ignored: already failing
 		return fmt.Errorf("write: %w", err)
 	}
 	s.at(hookRenamed)
+	s.table.bump(r.sum)
+	s.cache.evict(r.sum)
 	if err := s.syncOpenDir(d, syncAfterRename); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
@@ -162,15 +171,21 @@ func (s *Store) replaceLocked(r ref, b []byte, exp int64) error {
 // deleted session (a logout) cannot come back after a crash. It reports
 // whether there was a record. The record's lock must be held.
 func (s *Store) removeLocked(r ref) (bool, error) {
+	s.table.bump(r.sum) // before and after, as for a rename
+	s.at(hookCounted)
 	d, use, err := s.inShard(r, func(d dir) error { return d.Remove(r.hex) })
 	defer use.release()
+	if err == nil {
+		s.at(hookUnlinked)
+	}
+	s.table.bump(r.sum)
+	s.cache.evict(r.sum)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err // a *fs.PathError: "remove <path>: ..."
 	}
-	s.at(hookUnlinked)
 	if err := s.syncOpenDir(d, syncAfterUnlink); err != nil {
 		return true, err
 	}

@@ -53,6 +53,7 @@ package filestore
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -237,6 +238,8 @@ type Store struct {
 	// compressBlock is the filesystem block size when Compress is set, and
 	// 0 when it is not: a record is compressed when that saves a block.
 	compressBlock int
+	table         *counterTable // shared change counters (cache.go); nil if unmapped
+	cache         *readCache    // nil without CacheBytes
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -247,7 +250,8 @@ type Store struct {
 	watching  sync.WaitGroup // Watch goroutines
 
 	// Test hooks, set only by tests in this package before use.
-	now    func() time.Time // the clock for expiry
+	now      func() time.Time // the clock for expiry
+	mapTable func(path string, size int) ([]byte, func([]byte) error, error)
 	hook   func(point string)
 	mutant syncReason // a kind of fsync to skip, to test the tests
 }
@@ -284,6 +288,9 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 	if o.SweepInterval == 0 {
 		o.SweepInterval = DefaultSweepInterval
 	}
+	if o.CacheBytes < 0 {
+		return nil, opErr("open", fmt.Errorf("%w: CacheBytes %d is negative", ErrInvalidOption, o.CacheBytes))
+	}
 	var want *layout
 	if o.Layout != "" {
 		l, err := parseLayout(o.Layout)
@@ -304,6 +311,10 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 		log:      o.Logger,
 		fixModes: umaskTrims(),
 		now:      time.Now,
+		mapTable: mapFile,
+	}
+	if h := testOpenHook; h != nil {
+		h(s)
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -325,7 +336,6 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 			return nil, opErr("open", err)
 		}
 	}
-	s.opts.NoSync = o.NoSync
 	if o.Compress {
 		s.compressBlock = fsBlockSize(s.data)
 	}
@@ -334,6 +344,8 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 	if err := s.locks.ensure(s.locks.sweepPath()); err != nil {
 		return nil, opErr("open", err)
 	}
+	s.openCache() // creating the counter table is synced too
+	s.opts.NoSync = o.NoSync
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.life, s.stop = ctx, cancel
@@ -445,14 +457,46 @@ func (s *Store) begin(ctx context.Context, id string) (ref, error) {
 // Load takes no lock and never waits: a concurrent Save or Update is seen
 // either entirely or not at all. It does not modify any file. The returned
 // Data is a fresh slice owned by the caller.
+//
+// With Options.CacheBytes, Load answers from memory while the record's
+// change counter, which every process's writers bump around each rename or
+// unlink, still holds the value it had when the record was read: one
+// atomic load and a copy. Once a Save, Update or Delete in any process has
+// returned, no Load begun after it returns the old record.
 func (s *Store) Load(ctx context.Context, id string) (Record, error) {
+	var (
+		version   uint64
+		cacheable bool
+	)
+	if s.cache != nil && len(id) > 0 && len(id) <= MaxIDLength && !s.closed.Load() && ctx.Err() == nil {
+		// The read cache (cache.go): an entry stored at the record's
+		// current version is the record.
+		sum := sha256.Sum256([]byte(id))
+		version, cacheable = s.table.version(sum)
+		if cacheable {
+			if data, exp, ok := s.cache.get(sum, id, version); ok {
+				if expired(exp, s.now()) {
+					return Record{}, opErr("load", ErrNotFound)
+				}
+				return Record{ID: id, Data: data, Expiry: expiryTime(exp)}, nil
+			}
+		}
+	}
 	r, err := s.begin(ctx, id)
 	if err != nil {
 		return Record{}, opErr("load", err)
 	}
+	// Cache what this Load reads only if no writer holds the record now;
+	// see the protocol in cache.go for why a crashed writer needs this.
+	cacheable = cacheable && !s.locks.busy(r.lk)
 	d, err := s.readRecord(r, id)
 	if err != nil {
 		return Record{}, opErr("load", err)
+	}
+	if cacheable {
+		if v, ok := s.table.version(r.sum); ok && v == version {
+			s.cache.put(r.sum, id, d.data, d.expiry, version)
+		}
 	}
 	if expired(d.expiry, s.now()) {
 		return Record{}, opErr("load", ErrNotFound)
@@ -762,6 +806,7 @@ func (s *Store) Close() error {
 		s.watching.Wait()
 		s.locks.close()
 		s.dirs.close()
+		s.table.retire() // unmapped by the last Load still using it
 		err = nil
 	})
 	if err != nil {

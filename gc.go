@@ -415,17 +415,26 @@ func (s *Store) removeCandidate(d dir, c sweepCandidate) (bool, error) {
 	}
 	// A writer holds the record's lock for the whole life of its temp
 	// file, so under that lock any temp file for the record is an orphan.
+	// A record's removal is counted for read caches (cache.go).
+	if c.temp {
+		err := d.Remove(c.name)
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	sum := sumOfHex(c.name)
+	s.table.bump(sum)
 	err := d.Remove(c.name)
+	if err == nil {
+		s.at(hookUnlinked)
+	}
+	s.table.bump(sum)
+	s.cache.evict(sum)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
-	if err != nil {
-		return false, err
-	}
-	if !c.temp {
-		s.at(hookUnlinked)
-	}
-	return true, nil
+	return err == nil, err
 }
 
 // sumOfHex is the hash a record file is named by: the inverse of hashID's

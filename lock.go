@@ -172,6 +172,9 @@ type rangeLockFile interface {
 	LockRange(off int64) error
 	// UnlockRange releases the lock of the byte at off.
 	UnlockRange(off int64) error
+	// RangeLocked reports whether another descriptor holds the lock of the
+	// byte at off, without taking it.
+	RangeLocked(off int64) (bool, error)
 }
 
 // locker hands out the store's record locks (see the protocol above). It
@@ -574,6 +577,39 @@ func (l *locker) close() {
 	}
 }
 
+// busy reports whether a goroutine of this process or another process
+// holds r's lock right now, or may: it says yes when it cannot tell. It
+// never waits. The read cache asks it before storing what it reads (see
+// cache.go).
+func (l *locker) busy(r recordLock) bool {
+	if !l.ranges || l.ids.held(r.off) {
+		return true
+	}
+	st := &l.stripes[r.stripe]
+	select {
+	case st.gate <- struct{}{}:
+	default:
+		return true // the stripe is being entered or left: ask next time
+	}
+	defer func() { <-st.gate }()
+	if st.file == nil {
+		if l.shut.Load() {
+			return true
+		}
+		f, err := l.fs.OpenLock(st.path)
+		if errors.Is(err, fs.ErrNotExist) {
+			// A writer makes the lock file before it locks it: none has.
+			return false
+		}
+		if err != nil {
+			return true
+		}
+		st.file, st.keep = f, true
+	}
+	held, err := st.file.(rangeLockFile).RangeLocked(r.off)
+	return err != nil || held
+}
+
 func (l *locker) stripePath(i int) string {
 	return l.stripes[i].path
 }
@@ -640,6 +676,14 @@ func (t *idTable) lock(ctx context.Context, key int64, try bool) (*idLock, error
 	}
 	t.forget(sh, key, e)
 	return nil, err
+}
+
+// held reports whether a goroutine holds or waits for key's lock.
+func (t *idTable) held(key int64) bool {
+	sh := &t.shards[uint64(key)%uint64(len(t.shards))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.m[key] != nil
 }
 
 // unlock releases key's lock e.

@@ -35,3 +35,13 @@ func (l *fdLock) lockRange(cmd int, typ int16, off int64) error {
 	}
 	return nil
 }
+
+// RangeLocked is F_OFD_GETLK: the kernel reports the lock that would
+// conflict with a write lock of the byte at off, or F_UNLCK.
+func (l *fdLock) RangeLocked(off int64) (bool, error) {
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: off, Len: 1}
+	if err := retryEINTR(func() error { return unix.FcntlFlock(uintptr(l.fd), unix.F_OFD_GETLK, &lk) }); err != nil {
+		return true, &fs.PathError{Op: "fcntl", Path: l.name, Err: err}
+	}
+	return lk.Type != unix.F_UNLCK, nil
+}
