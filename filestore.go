@@ -252,8 +252,8 @@ type Store struct {
 	// Test hooks, set only by tests in this package before use.
 	now      func() time.Time // the clock for expiry
 	mapTable func(path string, size int) ([]byte, func([]byte) error, error)
-	hook   func(point string)
-	mutant syncReason // a kind of fsync to skip, to test the tests
+	hook     func(point string)
+	mutant   syncReason // a kind of fsync to skip, to test the tests
 }
 
 // Open opens the store in dir, creating dir and the store if dir does not
