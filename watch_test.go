@@ -88,6 +88,8 @@ func TestWatchOtherProcess(t *testing.T) {
 	ch, err := s.Watch(ctx)
 	require.NoError(t, err)
 	cmd, out := startWorker(t, s.Dir(), "")
+	// A failing parent must not leave the worker waiting for its files.
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	go func() { _, _ = io.Copy(io.Discard, out) }()
 	touch := func(name string) { requireWrite(t, s.Dir()+"/"+name) }
 	for _, id := range ids {
