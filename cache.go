@@ -178,6 +178,11 @@ var testOpenHook func(*Store)
 // one. Where the table cannot be used it logs why, once, and the store
 // works without it.
 func (s *Store) openCache() {
+	if name, network, _, err := filesystemOf(s.root); err == nil && network {
+		// A mapping is shared by the processes of one host only.
+		s.log.Warn("filestore: no shared change counters on a network filesystem; read cache off", "dir", s.root, "fs", name)
+		return
+	}
 	t, err := s.openTable()
 	if err != nil {
 		msg := "filestore: cannot map the shared change counters; read caches of other processes sharing this store may miss this process's writes"
