@@ -798,10 +798,12 @@ const maxReportedErrors = 16
 func (s *Store) Close() error {
 	err := ErrClosed
 	s.closeOnce.Do(func() {
+		// Under watchMu, so that a Watch either sees the store closed or
+		// has registered before Close waits for the Watches.
+		s.watchMu.Lock()
 		s.closed.Store(true)
-		s.stop()
-		s.watchMu.Lock() // a Watch that saw the store open has registered
 		s.watchMu.Unlock()
+		s.stop()
 		s.sweeping.Wait()
 		s.watching.Wait()
 		s.locks.close()

@@ -111,8 +111,6 @@ func TestUpdateFnWritesOtherIDs(t *testing.T) {
 	require.Equal(t, want, got)
 }
 
-func shortKey(id string) string { _, h := hashID(id); return h[:8] }
-
 // TestSameStripeWritersRunTogether: while one goroutine's Update holds a
 // record, another goroutine of the same process saves a record of the same
 // stripe without waiting for it.
