@@ -138,3 +138,72 @@ func TestParseFlagsRejectsBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestRunDirRemovesOnlyWhatItMade checks that a run removes its own folder
+// and the directories it had to create, never a directory that was there
+// before, even an empty one, nor anything else put in it.
+func TestRunDirRemovesOnlyWhatItMade(t *testing.T) {
+	t.Run("existing empty dir", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "mine")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		root, undo, err := makeRunDir(dir, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(undo)
+		if filepath.Dir(root) != dir {
+			t.Fatalf("run folder %s is not inside %s", root, dir)
+		}
+		if err := os.WriteFile(filepath.Join(root, "f"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		undo()
+		if _, err := os.Stat(root); !os.IsNotExist(err) {
+			t.Errorf("run folder still there: %v", err)
+		}
+		if _, err := os.Stat(dir); err != nil {
+			t.Errorf("the user's directory was removed: %v", err)
+		}
+	})
+	t.Run("missing dirs", func(t *testing.T) {
+		base := t.TempDir()
+		dir := filepath.Join(base, "a", "b")
+		_, undo, err := makeRunDir(dir, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		undo()
+		if _, err := os.Stat(filepath.Join(base, "a")); !os.IsNotExist(err) {
+			t.Errorf("directories the run created are still there: %v", err)
+		}
+		if _, err := os.Stat(base); err != nil {
+			t.Errorf("a directory that existed before was removed: %v", err)
+		}
+	})
+	t.Run("missing dir that gained a file", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "new")
+		_, undo, err := makeRunDir(dir, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "theirs"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		undo()
+		if _, err := os.Stat(filepath.Join(dir, "theirs")); err != nil {
+			t.Errorf("a file the run did not write was removed: %v", err)
+		}
+	})
+	t.Run("keep", func(t *testing.T) {
+		root, undo, err := makeRunDir(filepath.Join(t.TempDir(), "k"), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		undo()
+		if _, err := os.Stat(root); err != nil {
+			t.Errorf("-keep removed the run folder: %v", err)
+		}
+	})
+}

@@ -216,25 +216,11 @@ func run(cfg config, stdout, stderr io.Writer) error {
 
 	var targets []target
 	if cfg.dir != "" {
-		root, err := filepath.Abs(filepath.Join(cfg.dir, fmt.Sprintf("run-%d", os.Getpid())))
+		root, undo, err := makeRunDir(cfg.dir, cfg.keep)
 		if err != nil {
 			return err
 		}
-		if err := os.MkdirAll(root, 0o700); err != nil {
-			return err
-		}
-		if !cfg.keep {
-			cleanups = append(cleanups, func() {
-				// On Ctrl-C a task may still be creating files here, which
-				// makes RemoveAll fail with ENOTEMPTY: try again.
-				for range 3 {
-					if os.RemoveAll(root) == nil {
-						break
-					}
-				}
-				_ = os.Remove(filepath.Dir(root)) // error deliberately ignored: only if empty
-			})
-		}
+		cleanups = append(cleanups, undo)
 		targets = append(targets, target{name: "disk", kind: fsType(root), root: root})
 	}
 	if cfg.tmpfs {
@@ -264,6 +250,49 @@ func run(cfg config, stdout, stderr io.Writer) error {
 			filepath.Join(cfg.out, "results.csv"), filepath.Join(cfg.out, "storage.csv"), filepath.Join(cfg.out, "chart.svg")}, ", "))
 	}
 	return nil
+}
+
+// makeRunDir creates this run's own folder, run-<pid>, inside dir, and
+// returns it with the function that removes what the run created: the
+// folder and whichever of dir and its parents did not exist before. A
+// directory the user made, even an empty one, is never removed. With keep,
+// nothing is removed.
+func makeRunDir(dir string, keep bool) (string, func(), error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", nil, err
+	}
+	// Note which ancestors are missing before MkdirAll creates them, deepest
+	// first, so that cleanup can remove exactly those, in that order.
+	var made []string
+	for d := abs; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || filepath.Dir(d) == d {
+			break
+		}
+		made = append(made, d)
+	}
+	root := filepath.Join(abs, fmt.Sprintf("run-%d", os.Getpid()))
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return "", nil, err
+	}
+	undo := func() {
+		if keep {
+			return
+		}
+		// On Ctrl-C a task may still be creating files here, which makes
+		// RemoveAll fail with ENOTEMPTY: try again.
+		for range 3 {
+			if os.RemoveAll(root) == nil {
+				break
+			}
+		}
+		for _, d := range made {
+			// os.Remove, not RemoveAll: if anything else appeared in a
+			// directory the run created, it stays.
+			_ = os.Remove(d) // error deliberately ignored: only if empty
+		}
+	}
+	return root, undo, nil
 }
 
 // fsType returns the type of the filesystem holding path, from the longest
