@@ -29,22 +29,23 @@ import (
 
 // config is one benchmark run.
 type config struct {
-	dir       string // the user's filesystem; "" skips it
-	tmpfs     bool
-	tmpfsSize string
-	pops      []int // layout grid populations
-	opsPop    int   // population of the comparison section
-	payloads  []int
-	layouts   []string
-	procs     []int
-	sections  []string
-	round     time.Duration
-	rounds    int
-	maxOps    int64
-	sessions  int
-	out       string
-	keep      bool
-	command   string // as typed, for the report
+	dir        string // the user's filesystem; "" skips it
+	tmpfs      bool
+	tmpfsSize  string
+	pops       []int // layout grid populations
+	opsPop     int   // population of the comparison section
+	payloads   []int
+	layouts    []string
+	procs      []int
+	sections   []string
+	round      time.Duration
+	rounds     int
+	maxOps     int64
+	sessions   int
+	cacheBytes int64 // filestore-cache's CacheBytes; 0 sizes it to the population
+	out        string
+	keep       bool
+	command    string // as typed, for the report
 }
 
 // Sections of a run.
@@ -52,6 +53,7 @@ const (
 	secCompare = "compare" // filestore against baselines and competitors
 	secLayouts = "layouts" // filestore and raw across the layout grid
 	secProcs   = "procs"   // 1, 2, 4 processes sharing a store
+	secCache   = "cache"   // the read cache against another process's writes
 )
 
 func main() {
@@ -83,10 +85,11 @@ func parseFlags(args []string, handling flag.ErrorHandling) (config, error) {
 	fl.StringVar(&payloadList, "payloads", "1024,8192", "session payload sizes in bytes")
 	fl.StringVar(&layouts, "layouts", "flat,1x2,1x3,2x2", "shard layouts of the grid")
 	fl.StringVar(&procs, "procs", "1,2,4", "process counts of the multi-process section")
-	fl.StringVar(&sections, "sections", "compare,layouts,procs", "sections to run")
+	fl.StringVar(&sections, "sections", "compare,cache,layouts,procs", "sections to run")
 	fl.DurationVar(&c.round, "round", 400*time.Millisecond, "length of one measuring round per subject")
 	fl.IntVar(&c.rounds, "rounds", 3, "interleaved rounds per measurement")
 	fl.IntVar(&c.sessions, "sessions", 0, "your session count, for the layout recommendation (default: largest population)")
+	fl.Int64Var(&c.cacheBytes, "cache-bytes", 0, "CacheBytes of the cached filestore subject (default: a fifth of the population's payload bytes)")
 	fl.StringVar(&c.out, "out", "", "directory for results.csv, storage.csv and chart.svg")
 	fl.BoolVar(&quick, "quick", false, "small populations and short rounds: finishes in under a minute")
 	fl.BoolVar(&c.keep, "keep", false, "keep the data directories")
@@ -139,12 +142,12 @@ func parseFlags(args []string, handling flag.ErrorHandling) (config, error) {
 	}
 	c.sections = strings.Split(sections, ",")
 	for _, s := range c.sections {
-		if s != secCompare && s != secLayouts && s != secProcs {
+		if s != secCompare && s != secLayouts && s != secProcs && s != secCache {
 			return c, fmt.Errorf("-sections: unknown section %q", s)
 		}
 	}
-	if c.opsPop < 10 || c.rounds < 1 || c.round <= 0 {
-		return c, errors.New("-compare-pop, -rounds and -round must be positive")
+	if c.opsPop < 10 || c.rounds < 1 || c.round <= 0 || c.cacheBytes < 0 {
+		return c, errors.New("-compare-pop, -rounds, -round and -cache-bytes must be positive")
 	}
 	if c.sessions == 0 {
 		c.sessions = slices.Max(c.pops)
@@ -243,11 +246,13 @@ func run(cfg config, stdout, stderr io.Writer) error {
 	rep := report{cfg: cfg, targets: targets, rows: b.rows, storage: b.storage, took: time.Since(start)}
 	rep.write(stdout)
 	if cfg.out != "" {
-		if err := rep.files(cfg.out); err != nil {
+		wrote, err := rep.files(cfg.out)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "\nWrote %s\n", strings.Join([]string{
-			filepath.Join(cfg.out, "results.csv"), filepath.Join(cfg.out, "storage.csv"), filepath.Join(cfg.out, "chart.svg")}, ", "))
+		if len(wrote) > 0 {
+			fmt.Fprintf(stdout, "\nWrote %s\n", strings.Join(wrote, ", "))
+		}
 	}
 	return nil
 }
