@@ -60,6 +60,10 @@ type bench struct {
 	tasks    []task
 	rows     []row
 	storage  []usage
+	// recFS is the filesystem the layout recommendation is for, and
+	// confirmed the outcome of its paired rounds.
+	recFS     string
+	confirmed []*confirmation
 }
 
 type task struct {
@@ -129,8 +133,9 @@ func (b *bench) open(a *arena, s setting, root string, subjects []string) error 
 			if err := b.populate(s, subj, dir, k, pop, pl); err != nil {
 				return fmt.Errorf("%s: %w", subj, err)
 			}
-			// The cache's population is filestore's again.
-			if !inMemory(subj) && subj != subjFilestoreCache {
+			// The cache's population is filestore's again, and so are the
+			// confirming rounds'.
+			if !inMemory(subj) && subj != subjFilestoreCache && s.section != secConfirm {
 				by, in := diskUsage(dir)
 				b.storage = append(b.storage, usage{FS: s.fs, Section: s.section, Layout: s.layout, Family: fam, Payload: s.payload, Pop: s.pop, Bytes: by, Inodes: in})
 			}
@@ -356,6 +361,9 @@ func (b *bench) plan(t target) {
 				return nil
 			})
 		}
+	}
+	if b.has(secLayouts) && t.name == b.recFS {
+		b.planConfirm(t)
 	}
 }
 

@@ -237,13 +237,18 @@ func run(cfg config, stdout, stderr io.Writer) error {
 
 	b := &bench{cfg: cfg, progress: newProgress(stderr)}
 	for _, t := range targets {
+		if b.recFS == "" || t.name == "disk" {
+			b.recFS = t.name // recommend for the user's own filesystem
+		}
+	}
+	for _, t := range targets {
 		b.plan(t)
 	}
 	if err := b.execute(); err != nil {
 		return err
 	}
 	b.progress.done()
-	rep := report{cfg: cfg, targets: targets, rows: b.rows, storage: b.storage, took: time.Since(start)}
+	rep := report{cfg: cfg, targets: targets, rows: b.rows, storage: b.storage, confirmed: b.confirmed, took: time.Since(start)}
 	rep.write(stdout)
 	if cfg.out != "" {
 		wrote, err := rep.files(cfg.out)

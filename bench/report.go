@@ -4,7 +4,6 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -21,7 +20,10 @@ type report struct {
 	targets []target
 	rows    []row
 	storage []usage
-	took    time.Duration
+	// confirmed holds the paired rounds between the grid's best layout
+	// and the default.
+	confirmed []*confirmation
+	took      time.Duration
 }
 
 func (r *report) write(w io.Writer) {
@@ -410,97 +412,6 @@ func (r *report) hitRate(x row) (float64, bool) {
 	per := float64(x.Reads) / float64(x.Loads)
 	base := float64(y.Reads) / float64(y.Loads)
 	return min(max(1-per/base, 0), 1), true
-}
-
-// recommend picks a layout for the user's session count from the layout
-// grid: the one with the best geometric mean of Load, read-heavy, Save and
-// sweep rates, each relative to the best layout, at the measured population
-// nearest (in ratio) to the user's count.
-func (r *report) recommend() string {
-	n := r.cfg.sessions
-	var fs string
-	for _, t := range r.targets {
-		if fs == "" || t.name == "disk" {
-			fs = t.name // prefer the user's own filesystem
-		}
-	}
-	pops := map[int]bool{}
-	for _, x := range r.rows {
-		if x.FS == fs && x.Section == secLayouts {
-			pops[x.Pop] = true
-		}
-	}
-	if len(pops) == 0 {
-		return "" // no layout grid: nothing to recommend
-	}
-	near := 0
-	for p := range pops {
-		if near == 0 || math.Abs(math.Log(float64(p)/float64(n))) < math.Abs(math.Log(float64(near)/float64(n))) {
-			near = p
-		}
-	}
-	workloads := []string{wlLoad, wlRead, wlSave, wlSweep}
-	best := map[string]float64{}
-	rate := map[string]float64{}
-	for _, x := range r.rows {
-		if x.FS == fs && x.Section == secLayouts && x.Pop == near && x.Subject == subjFilestore {
-			rate[x.Layout+"|"+x.Workload] = x.OpsPerSec
-			best[x.Workload] = max(best[x.Workload], x.OpsPerSec)
-		}
-	}
-	type scored struct {
-		layout string
-		score  float64
-	}
-	var scores []scored
-	for _, l := range r.cfg.layouts {
-		s, k := 0.0, 0
-		for _, w := range workloads {
-			if v := rate[l+"|"+w]; v > 0 && best[w] > 0 {
-				s += math.Log(v / best[w])
-				k++
-			}
-		}
-		if k > 0 {
-			scores = append(scores, scored{l, math.Exp(s / float64(k))})
-		}
-	}
-	slices.SortStableFunc(scores, func(a, b scored) int {
-		switch {
-		case a.score > b.score:
-			return -1
-		case a.score < b.score:
-			return 1
-		}
-		return 0
-	})
-	if len(scores) == 0 {
-		return ""
-	}
-	top := scores[0]
-	// Within 5% is noise on a shared machine: prefer the layout with fewer
-	// directories, which costs less to create, walk and back up.
-	for _, s := range scores[1:] {
-		if s.score >= top.score*0.95 && shardCount(s.layout) < shardCount(top.layout) {
-			top = s
-		}
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "For %s sessions, use Layout %q. ", count(n), top.layout)
-	fmt.Fprintf(&b, "On %s at %s sessions it scored %.2f (geometric mean of its Load, read-heavy, Save and sweep rates, each relative to the best layout's; 1.00 is best at everything):", fs, count(near), top.score)
-	for _, s := range scores {
-		fmt.Fprintf(&b, " %s %.2f,", s.layout, s.score)
-	}
-	str := strings.TrimSuffix(b.String(), ",") + ". "
-	b.Reset()
-	b.WriteString(str)
-	per := n / shardCount(top.layout)
-	fmt.Fprintf(&b, "That puts about %d records in each of its %d leaf directories. ", per, shardCount(top.layout))
-	if float64(n) > 3*float64(near) || float64(n) < float64(near)/3 {
-		fmt.Fprintf(&b, "Your count is far from the nearest measured population (%s): rerun with -pops %d to measure it. ", count(near), n)
-	}
-	fmt.Fprintf(&b, "The layout is fixed when a store is created: pass it as filestore.Options{Layout: %q} to the Open that creates the store.", top.layout)
-	return b.String()
 }
 
 // files writes results.csv, storage.csv and chart.svg into dir, each only
