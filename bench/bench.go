@@ -133,9 +133,8 @@ func (b *bench) open(a *arena, s setting, root string, subjects []string) error 
 			if err := b.populate(s, subj, dir, k, pop, pl); err != nil {
 				return fmt.Errorf("%s: %w", subj, err)
 			}
-			// The cache's population is filestore's again, and so are the
-			// confirming rounds'.
-			if !inMemory(subj) && subj != subjFilestoreCache && s.section != secConfirm {
+			// The confirming rounds' populations repeat the grid's.
+			if !inMemory(subj) && s.section != secConfirm {
 				by, in := diskUsage(dir)
 				b.storage = append(b.storage, usage{FS: s.fs, Section: s.section, Layout: s.layout, Family: fam, Payload: s.payload, Pop: s.pop, Bytes: by, Inodes: in})
 			}
@@ -198,7 +197,7 @@ func (b *bench) cacheFor(s setting) int64 {
 }
 
 // warms reports whether workload w leaves a cache in a steady state that
-// an untimed round should reach before the timed ones.
+// an untimed round should reach before each timed one.
 func warms(w string) bool {
 	switch w {
 	case wlLoad, wlRead, wlMixed, wlLoadHot, wlReadHot:
@@ -220,15 +219,16 @@ func (b *bench) measure(a *arena, s setting, w string, subjects []string) {
 	if w == wlSweep {
 		rounds = 1 // a sweep changes what it measures
 	}
-	// A cache starts empty: one untimed round fills it, so that the timed
-	// rounds see the hit rate the workload settles at, not the warm-up.
-	if warms(w) && slices.Contains(subjects, subjFilestoreCache) {
-		b.progress.show(s.label(w) + " warming " + subjFilestoreCache)
-		a.drivers[subjFilestoreCache].run(w, b.cfg.round, b.cfg.maxOps)
-	}
 	for r := range rounds {
 		for i := range subjects {
 			subj := subjects[(i+r)%len(subjects)]
+			// A cache starts empty, and the other subjects' Saves since its
+			// last round have invalidated part of it: an untimed round
+			// first brings it to the hit rate the workload settles at.
+			if subj == subjFilestoreCache && warms(w) {
+				b.progress.show(s.label(w) + " warming " + subj)
+				a.drivers[subj].run(w, b.cfg.round, b.cfg.maxOps)
+			}
 			b.progress.show(s.label(w) + " " + subj)
 			got := a.drivers[subj].run(w, b.cfg.round, b.cfg.maxOps)
 			secs[subj] += got.Elapsed.Seconds()

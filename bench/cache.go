@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,8 +29,8 @@ import (
 //     holds whole, against an uncached Load of the same sessions and
 //     against memcopy, a map lookup and a copy with no validation at all.
 //
-// Beside them it times how long after the answer the Watch event of the
-// same change arrives: the window a cache dropped by events alone would
+// Beside them it times how long after the call returned the Watch event of
+// the same change arrives: the window a cache dropped by events alone would
 // serve stale data in.
 
 // wlChanges is the workload of the worker that makes the changes.
@@ -66,8 +67,8 @@ func (b *bench) planCache(t target) {
 type change struct {
 	cached bool          // the session was served from the cache before the change
 	stale  int           // Loads that returned what the change replaced
-	window time.Duration // from the answer to the Load that saw the change
-	event  time.Duration // from the answer to the Watch event; -1 if none came
+	window time.Duration // from the other process's call returning to the Load that saw the change
+	event  time.Duration // from that return to the Watch event (0 if before it); -1 if none came
 }
 
 // measureChanges runs the trials of question 1 and adds their rows.
@@ -76,7 +77,7 @@ func (b *bench) measureChanges(a *arena, s setting, root string) error {
 	if !ok {
 		return errors.New("no cached filestore to measure")
 	}
-	dir := filepath.Join(root, subjFilestoreCache)
+	dir := filepath.Join(root, family(subjFilestoreCache))
 	w, err := startWorker(job{Subject: subjFilestore, Dir: dir, Layout: s.layout, Pop: s.pop, Payload: s.payload, Workload: wlChanges})
 	if err != nil {
 		return err
@@ -182,10 +183,15 @@ func (b *bench) measureChanges(a *arena, s setting, root string) error {
 		if err != nil {
 			return fmt.Errorf("worker: %w", err)
 		}
-		t0 := time.Now()
-		if ack != "ok\n" {
+		ns, ok := strings.CutPrefix(strings.TrimSpace(ack), "ok ")
+		returned, perr := strconv.ParseInt(ns, 10, 64)
+		if !ok || perr != nil {
 			return fmt.Errorf("worker: %s", strings.TrimSpace(ack))
 		}
+		// t0 is when the other process's call returned, on the wall clock
+		// both processes read; time.Now below carries it too.
+		t0 := time.Unix(0, returned)
+		answered := time.Now()
 		// Load until the change shows, for at most a second: each Load
 		// that does not see it is a stale read.
 		for {
@@ -193,15 +199,15 @@ func (b *bench) measureChanges(a *arena, s setting, root string) error {
 			now := time.Now()
 			switch {
 			case del && errors.Is(err, errMissing), !del && err == nil && bytes.Equal(got, want):
-				c.window = now.Sub(t0)
+				c.window = max(now.Sub(t0), 0)
 			case err != nil && !errors.Is(err, errMissing):
 				return fmt.Errorf("load after the change: %w", err)
 			default:
 				c.stale++
-				if now.Sub(t0) < time.Second {
+				if now.Sub(answered) < time.Second {
 					continue
 				}
-				c.window = now.Sub(t0)
+				c.window = max(now.Sub(t0), 0)
 			}
 			break
 		}

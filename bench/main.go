@@ -45,6 +45,7 @@ type config struct {
 	cacheBytes int64 // filestore-cache's CacheBytes; 0 sizes it to the population
 	out        string
 	keep       bool
+	quick      bool   // a smoke run: every path, small and short
 	command    string // as typed, for the report
 }
 
@@ -75,7 +76,7 @@ func parseFlags(args []string, handling flag.ErrorHandling) (config, error) {
 	fl := flag.NewFlagSet("bench", handling)
 	var c config
 	var pops, payloadList, layouts, procs, sections string
-	var million, quick bool
+	var million bool
 	fl.StringVar(&c.dir, "dir", "_bench-data", "directory on the filesystem to measure (created and removed); empty to skip")
 	fl.BoolVar(&c.tmpfs, "tmpfs", false, "also measure on a RAM filesystem (mounts tmpfs when root, else uses /dev/shm)")
 	fl.StringVar(&c.tmpfsSize, "tmpfs-size", "10g", "size of the tmpfs mount")
@@ -91,14 +92,14 @@ func parseFlags(args []string, handling flag.ErrorHandling) (config, error) {
 	fl.IntVar(&c.sessions, "sessions", 0, "your session count, for the layout recommendation (default: largest population)")
 	fl.Int64Var(&c.cacheBytes, "cache-bytes", 0, "CacheBytes of the cached filestore subject (default: a fifth of the population's payload bytes)")
 	fl.StringVar(&c.out, "out", "", "directory for results.csv, storage.csv and chart.svg")
-	fl.BoolVar(&quick, "quick", false, "small populations and short rounds: finishes in under a minute")
+	fl.BoolVar(&c.quick, "quick", false, "small populations and short rounds: finishes in under a minute")
 	fl.BoolVar(&c.keep, "keep", false, "keep the data directories")
 	if err := fl.Parse(args); err != nil {
 		return c, err
 	}
 	c.command = strings.TrimSpace("go run . " + strings.Join(args, " "))
 	c.maxOps = 1 << 62
-	if quick {
+	if c.quick {
 		// Quick keeps every section, layout and payload, so that it
 		// exercises the same paths as a full run.
 		set := map[string]bool{}

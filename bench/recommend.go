@@ -193,6 +193,9 @@ func (b *bench) confirmLayouts(t target) error {
 	}
 	minRounds := max(b.cfg.rounds, 3)
 	maxRounds := minRounds + 6
+	if b.cfg.quick {
+		maxRounds = minRounds // a smoke run: the paths, not the answer
+	}
 	for r := 0; r < maxRounds; r++ {
 		var sum float64
 		for _, w := range confirmWorkloads {

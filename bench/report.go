@@ -134,10 +134,10 @@ func (r *report) writeChanges(w io.Writer) {
 		if !okD && !okS {
 			continue
 		}
-		fmt.Fprintf(w, "\n%s\n", wrap(fmt.Sprintf("%s, %s sessions of %s, CacheBytes %s: another process deletes or overwrites a session this one has just loaded twice, and answers once its call has returned; right after the answer this process loads the session again. Stale reads are Loads that returned what the change had replaced.",
+		fmt.Fprintf(w, "\n%s\n", wrap(fmt.Sprintf("%s, %s sessions of %s, CacheBytes %s: another process deletes or overwrites a session this one has just loaded twice, and answers with the time its call returned; right after the answer this process loads the session again. Stale reads are Loads that returned what the change had replaced; the time runs from the call's return to the Load that saw the change.",
 			t.name, count(del.Pop), sizeName(del.Payload), human(float64(del.Cache))), 78))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "change\ttrials\tcached before\tstale reads\tanswer -> Load saw it, p50\tp99")
+		fmt.Fprintln(tw, "change\ttrials\tcached before\tstale reads\treturn -> Load saw it, p50\tp99")
 		for _, x := range []row{del, sav} {
 			if x.Trials == 0 {
 				continue
@@ -150,12 +150,12 @@ func (r *report) writeChanges(w io.Writer) {
 		case cached == 0:
 			fmt.Fprintln(w, wrap("No session was served from the cache before its change (no Load made zero read system calls, or /proc/self/io is not available): these trials say nothing about the cache. Is Options.CacheBytes supported by this build of filestore?", 78))
 		case del.Stale+sav.Stale == 0:
-			fmt.Fprintln(w, wrap(fmt.Sprintf("No stale reads: in each of the %d trials with the session cached, the first Load after the answer saw the change, so the window is one Load.", cached), 78))
+			fmt.Fprintln(w, wrap(fmt.Sprintf("No stale reads: in each of the %d trials with the session cached, the first Load after the answer saw the change, so the window is the answer's trip and one Load.", cached), 78))
 		default:
 			fmt.Fprintln(w, wrap(fmt.Sprintf("STALE READS: %d trials served what another process had already replaced.", del.Stale+sav.Stale), 78))
 		}
 		if ev, ok := get(wlEventLag); ok && ev.Ops > 0 {
-			fmt.Fprintln(w, wrap(fmt.Sprintf("Watch events of the same changes arrived %s µs (p50), %s µs (p99) after the answer (%d of %d arrived within a second): a cache dropped on events alone would serve stale data that long.",
+			fmt.Fprintln(w, wrap(fmt.Sprintf("Watch events of the same changes arrived %s µs (p50), %s µs (p99) after the call returned (0: before it returned; %d of %d arrived within a second): a cache dropped on events alone would serve stale data that long.",
 				num(ev.P50), num(ev.P99), ev.Ops, ev.Trials), 78))
 		}
 		// The cost of validating a hit: a cached Load against a map lookup

@@ -53,7 +53,7 @@ const (
 	subjFilestore       = "filestore"
 	subjFilestoreNoSync = "filestore-nosync"
 	subjFilestoreZstd   = "filestore-zstd"
-	subjFilestoreCache  = "filestore-cache" // Options.CacheBytes set, on its own population
+	subjFilestoreCache  = "filestore-cache" // Options.CacheBytes set
 	subjFilestoreWatch  = "filestore-watch" // a Watch consumer drains events while it runs
 	subjRaw             = "raw"
 	subjRawNoSync       = "raw-nosync"
@@ -73,12 +73,8 @@ func family(subject string) string {
 }
 
 // ownPopulation reports whether subject gets a population of its own
-// rather than its family's: compression changes what is on disk, and a
-// cache must not be invalidated by the other subjects' writes between its
-// rounds.
-func ownPopulation(subject string) bool {
-	return subject == subjFilestoreZstd || subject == subjFilestoreCache
-}
+// rather than its family's: compression changes what is on disk.
+func ownPopulation(subject string) bool { return subject == subjFilestoreZstd }
 
 // inMemory reports whether subject keeps its data in this process only.
 func inMemory(subject string) bool { return subject == subjMemstore || subject == subjMemcopy }

@@ -159,9 +159,9 @@ func (p *worker) stop() {
 
 // serveChanges is a worker of the cache section: it changes the sessions
 // the driver names, one line at a time ("delete I" or "save I V": Save
-// payload V over the I-th session of the population), and answers "ok"
-// only once the call has returned, so that the driver knows the change is
-// complete when it reads the answer.
+// payload V over the I-th session of the population), and answers "ok T"
+// once the call has returned, T being when it returned (Unix nanoseconds:
+// the wall clock is the one clock two processes on a host share).
 func serveChanges(d *driver, rd *bufio.Reader, out io.Writer) int {
 	for {
 		line, err := rd.ReadString('\n')
@@ -188,7 +188,7 @@ func serveChanges(d *driver, rd *bufio.Reader, out io.Writer) int {
 		default:
 			err = fmt.Errorf("unknown change %q", op)
 		}
-		ack := "ok\n"
+		ack := "ok " + strconv.FormatInt(time.Now().UnixNano(), 10) + "\n"
 		if err != nil {
 			ack = "error " + err.Error() + "\n"
 		}
