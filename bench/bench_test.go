@@ -283,3 +283,58 @@ func TestRunDirRemovesOnlyWhatItMade(t *testing.T) {
 		}
 	})
 }
+
+// staleKV is a filestore with a cache that is never invalidated: the
+// mistake the cache section exists to catch.
+type staleKV struct {
+	fileKV
+	memo map[string][]byte
+}
+
+func (s *staleKV) Load(id string) ([]byte, error) {
+	if b, ok := s.memo[id]; ok {
+		return b, nil
+	}
+	b, err := s.fileKV.Load(id)
+	if err == nil {
+		s.memo[id] = bytes.Clone(b)
+	}
+	return b, err
+}
+
+// TestChangesCatchStaleCache checks that the cache section notices a cache
+// that serves sessions another process has deleted or replaced, and that
+// it sees such a cache's hits as cached.
+func TestChangesCatchStaleCache(t *testing.T) {
+	cfg, err := parseFlags([]string{"-quick", "-compare-pop", "40", "-round", "5ms", "-sections", "cache"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	b := &bench{cfg: cfg, progress: newProgress(&stderr)}
+	root := t.TempDir()
+	s := setting{fs: "disk", section: secCache, payload: cfg.payloads[0], pop: cfg.cachePop(), layout: defaultLayout, procs: 1}
+	a := &arena{kvs: map[string]kv{}, drivers: map[string]*driver{}}
+	t.Cleanup(a.close)
+	if err := b.open(a, s, root, cacheSubjects); err != nil {
+		t.Fatal(err)
+	}
+	fk := a.kvs[subjFilestoreCache].(fileKV)
+	a.kvs[subjFilestoreCache] = &staleKV{fileKV: fk, memo: map[string][]byte{}}
+	if err := b.measureChanges(a, s, root); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range b.rows {
+		if x.Workload != wlAfterDelete && x.Workload != wlAfterSave {
+			continue
+		}
+		if x.Trials == 0 || x.Stale == 0 {
+			t.Errorf("%s: %d trials, %d stale reads from a cache that is never invalidated", x.Workload, x.Trials, x.Stale)
+		}
+		// Another goroutine's read (the Watch's) can fall between the
+		// samples of a trial, so most, not all, must be seen as cached.
+		if readSyscalls() >= 0 && x.Cached < x.Trials/2 {
+			t.Errorf("%s: %d of %d trials seen as cached, want most", x.Workload, x.Cached, x.Trials)
+		}
+	}
+}

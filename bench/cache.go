@@ -63,6 +63,11 @@ func (b *bench) planCache(t target) {
 	})
 }
 
+// staleBound is how long a trial keeps loading a session that still shows
+// what another process changed: a cache that is that late is broken, and
+// the stale reads are counted either way.
+const staleBound = 100 * time.Millisecond
+
 // change is what one trial of measureChanges observed.
 type change struct {
 	cached bool          // the session was served from the cache before the change
@@ -73,7 +78,8 @@ type change struct {
 
 // measureChanges runs the trials of question 1 and adds their rows.
 func (b *bench) measureChanges(a *arena, s setting, root string) error {
-	fk, ok := a.kvs[subjFilestoreCache].(fileKV)
+	fk := a.kvs[subjFilestoreCache]
+	st, ok := fk.(interface{ store() *filestore.Store })
 	if !ok {
 		return errors.New("no cached filestore to measure")
 	}
@@ -92,46 +98,52 @@ func (b *bench) measureChanges(a *arena, s setting, root string) error {
 
 	// Events are stamped as they arrive, by key, for the trials to find.
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ch, err := fk.s.Watch(ctx)
+	ch, err := st.store().Watch(ctx)
 	if err != nil {
+		cancel()
 		return err
 	}
 	var mu sync.Mutex
 	seen := map[string]time.Time{}
-	arrived := sync.NewCond(&mu)
+	// arrived holds a token once an event has come since the last look,
+	// so a wait that starts after the event still sees it.
+	arrived := make(chan struct{}, 1)
+	done := make(chan struct{})
+	defer func() {
+		cancel()
+		<-done // the channel closes once the watcher has stopped
+	}()
 	go func() {
+		defer close(done)
 		for ev := range ch {
-			mu.Lock()
-			if ev.Kind != filestore.EventOverflow {
-				seen[ev.Key+ev.Kind.String()] = time.Now()
+			if ev.Kind == filestore.EventOverflow {
+				continue
 			}
+			mu.Lock()
+			seen[ev.Key+ev.Kind.String()] = time.Now()
 			mu.Unlock()
-			arrived.Broadcast()
+			select {
+			case arrived <- struct{}{}:
+			default:
+			}
 		}
 	}()
 	waitEvent := func(key string, kind filestore.EventKind, since time.Time) time.Duration {
-		deadline := time.Now().Add(time.Second)
-		// Wake the wait below when the deadline passes with nothing.
-		// It takes mu first, so that it cannot fire between the check of
-		// the deadline and the Wait, and be lost.
-		t := time.AfterFunc(time.Second, func() {
-			mu.Lock()
-			mu.Unlock() //nolint:staticcheck // an empty critical section orders the Broadcast after the Wait
-			arrived.Broadcast()
-		})
-		defer t.Stop()
-		mu.Lock()
-		defer mu.Unlock()
+		timeout := time.NewTimer(time.Second)
+		defer timeout.Stop()
 		for {
-			if at, ok := seen[key+kind.String()]; ok {
-				delete(seen, key+kind.String())
+			mu.Lock()
+			at, ok := seen[key+kind.String()]
+			delete(seen, key+kind.String())
+			mu.Unlock()
+			if ok {
 				return max(at.Sub(since), 0)
 			}
-			if time.Now().After(deadline) {
+			select {
+			case <-arrived:
+			case <-timeout.C:
 				return -1
 			}
-			arrived.Wait()
 		}
 	}
 
@@ -141,8 +153,9 @@ func (b *bench) measureChanges(a *arena, s setting, root string) error {
 	// a slow disk must not make the section run for minutes.
 	limit := time.Now().Add(time.Duration(b.cfg.rounds) * b.cfg.round * 10)
 	maxTrials := min(len(pop.ids), 2000)
+	const minTrials = 20
 	var dels, saves []change
-	for i := 0; i < len(pop.ids) && len(dels)+len(saves) < maxTrials && time.Now().Before(limit); i++ {
+	for i := 0; i < len(pop.ids) && len(dels)+len(saves) < maxTrials && (len(dels)+len(saves) < minTrials || time.Now().Before(limit)); i++ {
 		if isExpired(i) {
 			continue
 		}
@@ -192,7 +205,7 @@ func (b *bench) measureChanges(a *arena, s setting, root string) error {
 		// both processes read; time.Now below carries it too.
 		t0 := time.Unix(0, returned)
 		answered := time.Now()
-		// Load until the change shows, for at most a second: each Load
+		// Load until the change shows, for at most staleBound: each Load
 		// that does not see it is a stale read.
 		for {
 			got, err := fk.Load(id)
@@ -204,7 +217,7 @@ func (b *bench) measureChanges(a *arena, s setting, root string) error {
 				return fmt.Errorf("load after the change: %w", err)
 			default:
 				c.stale++
-				if now.Sub(answered) < time.Second {
+				if now.Sub(answered) < staleBound {
 					continue
 				}
 				c.window = max(now.Sub(t0), 0)

@@ -174,6 +174,8 @@ func (f fileKV) Sweep() (int, error) { return f.s.DeleteExpired(context.Backgrou
 
 func (f fileKV) Close() error { return f.s.Close() }
 
+func (f fileKV) store() *filestore.Store { return f.s }
+
 // watchKV is filestore with a Watch consumer in the same process draining
 // the channel while a workload runs, to measure what events cost the
 // writer. The consumer runs only between start and stop: the store's
