@@ -35,6 +35,7 @@ type row struct {
 	// how many had the session cached before the change, and how many
 	// Loads then returned what the change had replaced.
 	Trials, Cached, Stale int64
+	Early                 int64 // events that arrived before the call returned
 
 	// Rounds holds the rate of each round, for the noise of the run.
 	Rounds []float64

@@ -72,7 +72,9 @@ func TestQuickRun(t *testing.T) {
 		if r[col["errors"]] != "0" && isFilestore(subj) {
 			t.Errorf("%s %s %s %s: %s errors", sec, w, r[col["layout"]], subj, r[col["errors"]])
 		}
-		if r[col["ops"]] == "0" {
+		// An event-lag row counts only events later than their change,
+		// and on a synced store there may be none.
+		if r[col["ops"]] == "0" && w != wlEventLag {
 			t.Errorf("%s %s %s: no operations", sec, w, subj)
 		}
 		if st := r[col["stale"]]; st != "" && st != "0" {
@@ -145,7 +147,8 @@ func TestRecommendKeepsDefaultWithinNoise(t *testing.T) {
 		{"noisy rounds", []float64{1.04, 0.98, 1.03, 0.99, 1.02}, defaultLayout, true},
 		// A steady lead smaller than the floor is not worth a move.
 		{"small steady lead", []float64{1.01, 1.012, 1.011, 1.009}, defaultLayout, true},
-		{"slower in the rounds", []float64{0.95, 0.97, 0.96}, defaultLayout, true},
+		{"slower in the rounds", []float64{0.95, 0.97, 0.96}, defaultLayout, false},
+		{"slower within noise", []float64{0.92, 1.03, 0.97}, defaultLayout, true},
 		{"clear lead", []float64{1.10, 1.12, 1.09, 1.11}, "flat", false},
 		{"never confirmed", nil, defaultLayout, false},
 	} {

@@ -260,6 +260,9 @@ func (r *report) recommend() string {
 		switch {
 		case wins:
 			why = fmt.Sprintf("In %d paired rounds of Load, read-heavy and Save, %s was %.0f%% faster than %s, beyond this run's noise (±%.0f%%). ", rounds, best, 100*lead, ref, 100*noise)
+		case rounds > 0 && lead < -noise:
+			choice = ref
+			why = fmt.Sprintf("%s scored best in the grid, but in %d paired rounds of Load, read-heavy and Save %s was %.0f%% faster than it, beyond this run's noise (±%.0f%%): keep %s. ", best, rounds, ref, 100*(1/(1+lead)-1), 100*noise, ref)
 		case rounds > 0:
 			choice = ref
 			if ref != defaultLayout && shardCount(best) < shardCount(ref) {
