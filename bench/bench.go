@@ -26,6 +26,19 @@ type row struct {
 	Removed   int     // sweeps: records removed
 	Errors    int64
 	FirstErr  string
+
+	Loads int64 // how many of Ops were Loads
+	Reads int64 // read system calls during the rounds; -1 if unknown
+	Cache int64 // filestore-cache: its CacheBytes
+
+	// The cache section's trials of another process's changes: how many,
+	// how many had the session cached before the change, and how many
+	// Loads then returned what the change had replaced.
+	Trials, Cached, Stale int64
+	Early                 int64 // events that arrived before the call returned
+
+	// Rounds holds the rate of each round, for the noise of the run.
+	Rounds []float64
 }
 
 // key identifies the setting of a row; rows with equal keys were measured
@@ -48,6 +61,10 @@ type bench struct {
 	tasks    []task
 	rows     []row
 	storage  []usage
+	// recFS is the filesystem the layout recommendation is for, and
+	// confirmed the outcome of its paired rounds.
+	recFS     string
+	confirmed []*confirmation
 }
 
 type task struct {
@@ -98,11 +115,11 @@ func (b *bench) open(a *arena, s setting, root string, subjects []string) error 
 	pops := map[string]*population{}
 	for i, subj := range subjects {
 		fam := family(subj)
-		if subj == subjFilestoreZstd {
-			fam = subj // its own population, to show what compression saves
+		if ownPopulation(subj) {
+			fam = subj
 		}
 		dir := filepath.Join(root, fam)
-		k, err := openSubject(subj, dir, s.layout)
+		k, err := openSubject(subj, dir, s.layout, b.cacheFor(s))
 		if err != nil {
 			return fmt.Errorf("open %s: %w", subj, err)
 		}
@@ -117,7 +134,8 @@ func (b *bench) open(a *arena, s setting, root string, subjects []string) error 
 			if err := b.populate(s, subj, dir, k, pop, pl); err != nil {
 				return fmt.Errorf("%s: %w", subj, err)
 			}
-			if subj != subjMemstore {
+			// The confirming rounds' populations repeat the grid's.
+			if !inMemory(subj) && s.section != secConfirm {
 				by, in := diskUsage(dir)
 				b.storage = append(b.storage, usage{FS: s.fs, Section: s.section, Layout: s.layout, Family: fam, Payload: s.payload, Pop: s.pop, Bytes: by, Inodes: in})
 			}
@@ -150,7 +168,7 @@ func (b *bench) populate(s setting, subj, dir string, k kv, pop *population, pl 
 	}); err != nil {
 		return err
 	}
-	if subj == subjMemstore {
+	if inMemory(subj) {
 		return nil
 	}
 	return syncFS(dir)
@@ -165,6 +183,30 @@ func (a *arena) close() {
 	}
 }
 
+// cacheFor returns the CacheBytes of the filestore-cache subject in setting
+// s: -cache-bytes, or by default a fifth of the population's payload
+// bytes, which holds the hot set of a hot workload but not every session.
+func (b *bench) cacheFor(s setting) int64 {
+	if b.cfg.cacheBytes > 0 {
+		return b.cfg.cacheBytes
+	}
+	if s.section == secCache {
+		// Twice the payloads: room for every session and its overhead.
+		return 2 * int64(s.pop) * int64(s.payload)
+	}
+	return int64(s.pop) * int64(s.payload) / 5
+}
+
+// warms reports whether workload w leaves a cache in a steady state that
+// an untimed round should reach before each timed one.
+func warms(w string) bool {
+	switch w {
+	case wlLoad, wlRead, wlMixed, wlLoadHot, wlReadHot:
+		return true
+	}
+	return false
+}
+
 // measure runs workload w on each subject in interleaved rounds, rotating
 // the order each round, and records a row per subject.
 func (b *bench) measure(a *arena, s setting, w string, subjects []string) {
@@ -173,6 +215,7 @@ func (b *bench) measure(a *arena, s setting, w string, subjects []string) {
 		res[subj] = &result{}
 	}
 	var secs = map[string]float64{}
+	perRound := map[string][]float64{}
 	rounds := b.cfg.rounds
 	if w == wlSweep {
 		rounds = 1 // a sweep changes what it measures
@@ -180,18 +223,33 @@ func (b *bench) measure(a *arena, s setting, w string, subjects []string) {
 	for r := range rounds {
 		for i := range subjects {
 			subj := subjects[(i+r)%len(subjects)]
+			// A cache starts empty, and the other subjects' Saves since its
+			// last round have invalidated part of it: an untimed round
+			// first brings it to the hit rate the workload settles at.
+			if subj == subjFilestoreCache && warms(w) {
+				b.progress.show(s.label(w) + " warming " + subj)
+				a.drivers[subj].run(w, b.cfg.round, b.cfg.maxOps)
+			}
 			b.progress.show(s.label(w) + " " + subj)
 			got := a.drivers[subj].run(w, b.cfg.round, b.cfg.maxOps)
 			secs[subj] += got.Elapsed.Seconds()
+			if got.Elapsed > 0 {
+				perRound[subj] = append(perRound[subj], float64(got.Ops)/got.Elapsed.Seconds())
+			}
 			res[subj].merge(&got)
 		}
 	}
 	for _, subj := range subjects {
 		b.addRow(s, w, subj, res[subj], float64(res[subj].Ops)/secs[subj], secs[subj])
+		b.rows[len(b.rows)-1].Rounds = perRound[subj]
 	}
 }
 
 func (b *bench) addRow(s setting, w, subj string, r *result, rate, secs float64) {
+	var cache int64
+	if subj == subjFilestoreCache {
+		cache = b.cacheFor(s)
+	}
 	allocs := 0.0
 	if r.Ops > 0 {
 		allocs = float64(r.Mallocs) / float64(r.Ops)
@@ -202,35 +260,60 @@ func (b *bench) addRow(s setting, w, subj string, r *result, rate, secs float64)
 		Ops: r.Ops, Secs: secs, OpsPerSec: rate,
 		P50: r.Lat.quantile(0.50), P99: r.Lat.quantile(0.99), Allocs: allocs,
 		Removed: r.Removed, Errors: r.Errors, FirstErr: r.FirstErr,
+		Loads: r.Loads, Reads: r.Reads, Cache: cache,
 	})
 }
 
 // Subjects of each comparison workload. Loads do not sync, so the
-// no-sync variants would repeat their synced twins.
+// no-sync variants would repeat their synced twins. The cache is measured
+// where it can matter: Loads, and Saves, which it must not slow down; the
+// Watch consumer where there are events, on Saves.
 var (
-	compareLoad  = []string{subjFilestore, subjFilestoreZstd, subjRaw, subjGorilla, subjDiskv, subjBolt, subjMemstore}
-	compareWrite = []string{subjFilestore, subjFilestoreNoSync, subjFilestoreZstd, subjRaw, subjRawNoSync, subjGorilla, subjDiskv, subjBolt, subjBoltNoSync, subjMemstore}
+	compareLoad  = []string{subjFilestore, subjFilestoreCache, subjFilestoreZstd, subjRaw, subjGorilla, subjDiskv, subjBolt, subjMemstore, subjMemcopy}
+	compareWrite = []string{subjFilestore, subjFilestoreNoSync, subjFilestoreCache, subjFilestoreWatch, subjFilestoreZstd, subjRaw, subjRawNoSync, subjGorilla, subjDiskv, subjBolt, subjBoltNoSync, subjMemstore}
+	compareRead  = []string{subjFilestore, subjFilestoreNoSync, subjFilestoreCache, subjRaw, subjRawNoSync, subjGorilla, subjDiskv, subjBolt, subjBoltNoSync, subjMemstore}
 	compareMixed = []string{subjFilestore, subjFilestoreNoSync, subjRaw, subjRawNoSync, subjGorilla, subjDiskv, subjBolt, subjBoltNoSync, subjMemstore}
+	compareHot   = []string{subjFilestore, subjFilestoreCache, subjBolt, subjMemstore, subjMemcopy}
 	compareSweep = []string{subjFilestore, subjRaw, subjBolt}
 	gridSubjects = []string{subjFilestore, subjRaw}
 )
 
+// compareAll is every subject of the comparison, opened together.
+func compareAll() []string {
+	var all []string
+	for _, l := range [][]string{compareLoad, compareWrite, compareRead, compareMixed, compareHot, compareSweep} {
+		for _, s := range l {
+			if !slices.Contains(all, s) {
+				all = append(all, s)
+			}
+		}
+	}
+	return all
+}
+
 // plan adds the tasks of every section for one filesystem.
 func (b *bench) plan(t target) {
 	cfg := b.cfg
+	if b.has(secCache) {
+		b.planCache(t)
+	}
 	if b.has(secCompare) {
 		for _, p := range cfg.payloads {
 			s := setting{fs: t.name, section: secCompare, payload: p, pop: cfg.opsPop, layout: defaultLayout, procs: 1}
 			root := filepath.Join(t.root, fmt.Sprintf("compare-%d", p))
 			a := &arena{kvs: map[string]kv{}, drivers: map[string]*driver{}}
-			b.add(s.label("populate"), func() error { return b.open(a, s, root, compareWrite) })
-			for _, w := range []string{wlLoad, wlSave, wlRead, wlMixed, wlChurn} {
+			b.add(s.label("populate"), func() error { return b.open(a, s, root, compareAll()) })
+			for _, w := range []string{wlLoad, wlLoadHot, wlSave, wlRead, wlReadHot, wlMixed, wlChurn} {
 				subjects := compareMixed
 				switch w {
 				case wlLoad:
 					subjects = compareLoad
 				case wlSave:
 					subjects = compareWrite
+				case wlRead:
+					subjects = compareRead
+				case wlLoadHot, wlReadHot:
+					subjects = compareHot
 				}
 				b.add(s.label(w), func() error { b.measure(a, s, w, subjects); return nil })
 			}
@@ -279,6 +362,9 @@ func (b *bench) plan(t target) {
 				return nil
 			})
 		}
+	}
+	if b.has(secLayouts) && t.name == b.recFS {
+		b.planConfirm(t)
 	}
 }
 

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"html"
 	"slices"
+	"strings"
 )
 
 // chart draws filestore's rate by layout and population from the layout
 // grid as an SVG: one panel per filesystem and workload, a group of bars
-// per population, a bar per layout.
+// per population, a bar per layout. Only panels with figures are drawn;
+// without a layout grid there is no chart, and chart returns nil.
 func (r *report) chart() []byte {
 	workloads := []string{wlLoad, wlRead, wlSave, wlSweep}
 	var fss []string
@@ -28,6 +30,30 @@ func (r *report) chart() []byte {
 		val[fmt.Sprintf("%s|%s|%d|%s", x.FS, x.Workload, x.Pop, x.Layout)] = x.OpsPerSec
 	}
 	slices.Sort(pops)
+	// The panels that have figures, by filesystem; a filesystem without
+	// any gets no row.
+	panels := map[string][]string{}
+	var rowsFS []string
+	for _, fs := range fss {
+		for _, w := range workloads {
+			for k, v := range val {
+				if v > 0 && strings.HasPrefix(k, fs+"|"+w+"|") {
+					panels[fs] = append(panels[fs], w)
+					break
+				}
+			}
+		}
+		if len(panels[fs]) > 0 {
+			rowsFS = append(rowsFS, fs)
+		}
+	}
+	if len(rowsFS) == 0 {
+		return nil
+	}
+	cols := 0
+	for _, fs := range rowsFS {
+		cols = max(cols, len(panels[fs]))
+	}
 	colors := []string{"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948"}
 
 	const (
@@ -36,8 +62,8 @@ func (r *report) chart() []byte {
 		top          = 60
 		barGap, grpG = 2, 14
 	)
-	width := padL + len(workloads)*(pw+padL)
-	height := top + len(fss)*(ph+padT+30) + 10
+	width := padL + cols*(pw+padL)
+	height := top + len(rowsFS)*(ph+padT+30) + 10
 	var b bytes.Buffer
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
@@ -48,8 +74,8 @@ func (r *report) chart() []byte {
 		fmt.Fprintf(&b, `<rect x="%d" y="32" width="12" height="12" fill="%s"/><text x="%d" y="42">%s (%d dirs)</text>`+"\n",
 			x, colors[i%len(colors)], x+16, html.EscapeString(l), shardCount(l))
 	}
-	for fi, fs := range fss {
-		for wi, w := range workloads {
+	for fi, fs := range rowsFS {
+		for wi, w := range panels[fs] {
 			x0 := padL + wi*(pw+padL)
 			y0 := top + fi*(ph+padT+30) + padT
 			peak := 0.0
@@ -61,10 +87,6 @@ func (r *report) chart() []byte {
 			fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="13" font-weight="bold">%s: %s</text>`+"\n", x0, y0-10, fs, w)
 			fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#333"/>`+"\n", x0, y0+ph, x0+pw, y0+ph)
 			fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#333"/>`+"\n", x0, y0, x0, y0+ph)
-			if peak == 0 || len(pops) == 0 {
-				fmt.Fprintf(&b, `<text x="%d" y="%d">not measured</text>`+"\n", x0+10, y0+ph/2)
-				continue
-			}
 			for _, f := range []float64{0.5, 1} {
 				y := y0 + ph - int(f*float64(ph))
 				fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#ddd"/><text x="%d" y="%d" text-anchor="end">%s</text>`+"\n",

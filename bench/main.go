@@ -1,6 +1,7 @@
 // Command bench measures filestore on your machine and filesystem, and
-// answers two questions: which shard layout fits my session count, and how
-// does filestore compare with the alternatives.
+// answers three questions: which shard layout fits my session count, how
+// does filestore compare with the alternatives, and what does the read
+// cache buy, without ever serving a session another process has changed.
 //
 //	go run . -sessions 200000 -tmpfs -out out
 //
@@ -29,22 +30,24 @@ import (
 
 // config is one benchmark run.
 type config struct {
-	dir       string // the user's filesystem; "" skips it
-	tmpfs     bool
-	tmpfsSize string
-	pops      []int // layout grid populations
-	opsPop    int   // population of the comparison section
-	payloads  []int
-	layouts   []string
-	procs     []int
-	sections  []string
-	round     time.Duration
-	rounds    int
-	maxOps    int64
-	sessions  int
-	out       string
-	keep      bool
-	command   string // as typed, for the report
+	dir        string // the user's filesystem; "" skips it
+	tmpfs      bool
+	tmpfsSize  string
+	pops       []int // layout grid populations
+	opsPop     int   // population of the comparison section
+	payloads   []int
+	layouts    []string
+	procs      []int
+	sections   []string
+	round      time.Duration
+	rounds     int
+	maxOps     int64
+	sessions   int
+	cacheBytes int64 // filestore-cache's CacheBytes; 0 sizes it to the population
+	out        string
+	keep       bool
+	quick      bool   // a smoke run: every path, small and short
+	command    string // as typed, for the report
 }
 
 // Sections of a run.
@@ -52,6 +55,7 @@ const (
 	secCompare = "compare" // filestore against baselines and competitors
 	secLayouts = "layouts" // filestore and raw across the layout grid
 	secProcs   = "procs"   // 1, 2, 4 processes sharing a store
+	secCache   = "cache"   // the read cache against another process's writes
 )
 
 func main() {
@@ -73,7 +77,7 @@ func parseFlags(args []string, handling flag.ErrorHandling) (config, error) {
 	fl := flag.NewFlagSet("bench", handling)
 	var c config
 	var pops, payloadList, layouts, procs, sections string
-	var million, quick bool
+	var million bool
 	fl.StringVar(&c.dir, "dir", "_bench-data", "directory on the filesystem to measure (created and removed); empty to skip")
 	fl.BoolVar(&c.tmpfs, "tmpfs", false, "also measure on a RAM filesystem (mounts tmpfs when root, else uses /dev/shm)")
 	fl.StringVar(&c.tmpfsSize, "tmpfs-size", "10g", "size of the tmpfs mount")
@@ -83,19 +87,20 @@ func parseFlags(args []string, handling flag.ErrorHandling) (config, error) {
 	fl.StringVar(&payloadList, "payloads", "1024,8192", "session payload sizes in bytes")
 	fl.StringVar(&layouts, "layouts", "flat,1x2,1x3,2x2", "shard layouts of the grid")
 	fl.StringVar(&procs, "procs", "1,2,4", "process counts of the multi-process section")
-	fl.StringVar(&sections, "sections", "compare,layouts,procs", "sections to run")
+	fl.StringVar(&sections, "sections", "compare,cache,layouts,procs", "sections to run")
 	fl.DurationVar(&c.round, "round", 400*time.Millisecond, "length of one measuring round per subject")
 	fl.IntVar(&c.rounds, "rounds", 3, "interleaved rounds per measurement")
 	fl.IntVar(&c.sessions, "sessions", 0, "your session count, for the layout recommendation (default: largest population)")
+	fl.Int64Var(&c.cacheBytes, "cache-bytes", 0, "CacheBytes of the cached filestore subject (default: a fifth of the population's payload bytes)")
 	fl.StringVar(&c.out, "out", "", "directory for results.csv, storage.csv and chart.svg")
-	fl.BoolVar(&quick, "quick", false, "small populations and short rounds: finishes in under a minute")
+	fl.BoolVar(&c.quick, "quick", false, "small populations and short rounds: finishes in under a minute")
 	fl.BoolVar(&c.keep, "keep", false, "keep the data directories")
 	if err := fl.Parse(args); err != nil {
 		return c, err
 	}
 	c.command = strings.TrimSpace("go run . " + strings.Join(args, " "))
 	c.maxOps = 1 << 62
-	if quick {
+	if c.quick {
 		// Quick keeps every section, layout and payload, so that it
 		// exercises the same paths as a full run.
 		set := map[string]bool{}
@@ -139,12 +144,12 @@ func parseFlags(args []string, handling flag.ErrorHandling) (config, error) {
 	}
 	c.sections = strings.Split(sections, ",")
 	for _, s := range c.sections {
-		if s != secCompare && s != secLayouts && s != secProcs {
+		if s != secCompare && s != secLayouts && s != secProcs && s != secCache {
 			return c, fmt.Errorf("-sections: unknown section %q", s)
 		}
 	}
-	if c.opsPop < 10 || c.rounds < 1 || c.round <= 0 {
-		return c, errors.New("-compare-pop, -rounds and -round must be positive")
+	if c.opsPop < 10 || c.rounds < 1 || c.round <= 0 || c.cacheBytes < 0 {
+		return c, errors.New("-compare-pop, -rounds, -round and -cache-bytes must be positive")
 	}
 	if c.sessions == 0 {
 		c.sessions = slices.Max(c.pops)
@@ -216,25 +221,11 @@ func run(cfg config, stdout, stderr io.Writer) error {
 
 	var targets []target
 	if cfg.dir != "" {
-		root, err := filepath.Abs(filepath.Join(cfg.dir, fmt.Sprintf("run-%d", os.Getpid())))
+		root, undo, err := makeRunDir(cfg.dir, cfg.keep)
 		if err != nil {
 			return err
 		}
-		if err := os.MkdirAll(root, 0o700); err != nil {
-			return err
-		}
-		if !cfg.keep {
-			cleanups = append(cleanups, func() {
-				// On Ctrl-C a task may still be creating files here, which
-				// makes RemoveAll fail with ENOTEMPTY: try again.
-				for range 3 {
-					if os.RemoveAll(root) == nil {
-						break
-					}
-				}
-				_ = os.Remove(filepath.Dir(root)) // error deliberately ignored: only if empty
-			})
-		}
+		cleanups = append(cleanups, undo)
 		targets = append(targets, target{name: "disk", kind: fsType(root), root: root})
 	}
 	if cfg.tmpfs {
@@ -248,22 +239,72 @@ func run(cfg config, stdout, stderr io.Writer) error {
 
 	b := &bench{cfg: cfg, progress: newProgress(stderr)}
 	for _, t := range targets {
+		if b.recFS == "" || t.name == "disk" {
+			b.recFS = t.name // recommend for the user's own filesystem
+		}
+	}
+	for _, t := range targets {
 		b.plan(t)
 	}
 	if err := b.execute(); err != nil {
 		return err
 	}
 	b.progress.done()
-	rep := report{cfg: cfg, targets: targets, rows: b.rows, storage: b.storage, took: time.Since(start)}
+	rep := report{cfg: cfg, targets: targets, rows: b.rows, storage: b.storage, confirmed: b.confirmed, took: time.Since(start)}
 	rep.write(stdout)
 	if cfg.out != "" {
-		if err := rep.files(cfg.out); err != nil {
+		wrote, err := rep.files(cfg.out)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "\nWrote %s\n", strings.Join([]string{
-			filepath.Join(cfg.out, "results.csv"), filepath.Join(cfg.out, "storage.csv"), filepath.Join(cfg.out, "chart.svg")}, ", "))
+		if len(wrote) > 0 {
+			fmt.Fprintf(stdout, "\nWrote %s\n", strings.Join(wrote, ", "))
+		}
 	}
 	return nil
+}
+
+// makeRunDir creates this run's own folder, run-<pid>, inside dir, and
+// returns it with the function that removes what the run created: the
+// folder and whichever of dir and its parents did not exist before. A
+// directory the user made, even an empty one, is never removed. With keep,
+// nothing is removed.
+func makeRunDir(dir string, keep bool) (string, func(), error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", nil, err
+	}
+	// Note which ancestors are missing before MkdirAll creates them, deepest
+	// first, so that cleanup can remove exactly those, in that order.
+	var made []string
+	for d := abs; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || filepath.Dir(d) == d {
+			break
+		}
+		made = append(made, d)
+	}
+	root := filepath.Join(abs, fmt.Sprintf("run-%d", os.Getpid()))
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return "", nil, err
+	}
+	undo := func() {
+		if keep {
+			return
+		}
+		// On Ctrl-C a task may still be creating files here, which makes
+		// RemoveAll fail with ENOTEMPTY: try again.
+		for range 3 {
+			if os.RemoveAll(root) == nil {
+				break
+			}
+		}
+		for _, d := range made {
+			// os.Remove, not RemoveAll: if anything else appeared in a
+			// directory the run created, it stays.
+			_ = os.Remove(d) // error deliberately ignored: only if empty
+		}
+	}
+	return root, undo, nil
 }
 
 // fsType returns the type of the filesystem holding path, from the longest

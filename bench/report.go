@@ -4,7 +4,6 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -21,7 +20,10 @@ type report struct {
 	targets []target
 	rows    []row
 	storage []usage
-	took    time.Duration
+	// confirmed holds the paired rounds between the grid's best layout
+	// and the default.
+	confirmed []*confirmation
+	took      time.Duration
 }
 
 func (r *report) write(w io.Writer) {
@@ -35,11 +37,17 @@ func (r *report) write(w io.Writer) {
 ops/s: operations per second (sweep: files examined per second; churn: a
 login's Save and a logout's Delete count as two). p50/p99: latency of Load,
 or of Save where a workload has no loads. vs raw: filestore / the raw
-syscall recipe with the same fsyncs, measured alongside.`)
-	for _, sec := range []string{secCompare, secLayouts, secProcs} {
+syscall recipe with the same fsyncs, measured alongside. load-hot and
+read-hot send 90% of operations to 10% of the sessions. filestore-cache
+has Options.CacheBytes set; its hits are the Loads that made no read
+system call (from /proc/self/io, against the uncached filestore's reads
+per Load). filestore-watch runs a Watch consumer in the same process.
+memcopy is a Go map keyed by filestore.Key returning a copy: the least a
+cached Load can cost.`)
+	for _, sec := range []string{secCompare, secCache, secLayouts, secProcs} {
 		var rows []row
 		for _, x := range r.rows {
-			if x.Section == sec {
+			if x.Section == sec && x.Trials == 0 {
 				rows = append(rows, x)
 			}
 		}
@@ -74,6 +82,9 @@ syscall recipe with the same fsyncs, measured alongside.`)
 			if x.Workload == wlSweep && x.Removed > 0 {
 				subj += fmt.Sprintf(" (removed %d)", x.Removed)
 			}
+			if h, ok := r.hitRate(x); ok {
+				subj += fmt.Sprintf(" (%.0f%% hits)", 100*h)
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%.1f\t%s\t\n",
 				x.FS, x.Workload, sizeName(x.Payload), count(x.Pop), x.Layout, x.Procs, subj,
 				human(x.OpsPerSec), num(x.P50), num(x.P99), x.Allocs, vs)
@@ -82,21 +93,96 @@ syscall recipe with the same fsyncs, measured alongside.`)
 		for line := range strings.Lines(buf.String()) {
 			fmt.Fprintln(w, strings.TrimRight(line, " \n"))
 		}
+		if sec == secCache {
+			r.writeChanges(w)
+		}
 	}
 	r.writeRatios(w)
 	r.writeStorage(w)
-	r.writeTargets(w)
-	fmt.Fprintf(w, "\n== Recommendation ==\n%s\n", wrap(r.recommend(), 78))
+	r.writeComparisons(w)
+	if rec := r.recommend(); rec != "" {
+		fmt.Fprintf(w, "\n== Recommendation ==\n%s\n", wrap(rec, 78))
+	}
 }
 
 func sectionTitle(s string) string {
 	switch s {
+	case secCache:
+		return "Cache: what a cached Load costs, and Loads right after another process's change"
 	case secCompare:
 		return "Comparison: filestore, the raw syscall recipes and other session stores (layout " + defaultLayout + ")"
 	case secLayouts:
 		return "Layout grid: filestore and the raw recipe on each shard layout"
 	}
 	return "Processes sharing one store (aggregate ops/s)"
+}
+
+// writeChanges prints the cache section's trials of another process's
+// changes, for each filesystem.
+func (r *report) writeChanges(w io.Writer) {
+	for _, t := range r.targets {
+		get := func(wl string) (row, bool) {
+			for _, x := range r.rows {
+				if x.FS == t.name && x.Section == secCache && x.Workload == wl && x.Trials > 0 {
+					return x, true
+				}
+			}
+			return row{}, false
+		}
+		del, okD := get(wlAfterDelete)
+		sav, okS := get(wlAfterSave)
+		if !okD && !okS {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s\n", wrap(fmt.Sprintf("%s, %s sessions of %s, CacheBytes %s: another process deletes or overwrites a session this one has just loaded twice, and answers with the time its call returned; right after the answer this process loads the session again. Stale reads are Loads that returned what the change had replaced; the time runs from the call's return to the Load that saw the change.",
+			t.name, count(del.Pop), sizeName(del.Payload), human(float64(del.Cache))), 78))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "change\ttrials\tcached before\tstale reads\treturn -> Load saw it, p50\tp99")
+		for _, x := range []row{del, sav} {
+			if x.Trials == 0 {
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s µs\t%s µs\n", x.Workload, x.Trials, x.Cached, x.Stale, num(x.P50), num(x.P99))
+		}
+		_ = tw.Flush()
+		cached := del.Cached + sav.Cached
+		switch {
+		case cached == 0:
+			fmt.Fprintln(w, wrap("No session was served from the cache before its change (no Load made zero read system calls, or /proc/self/io is not available): these trials say nothing about the cache. Is Options.CacheBytes supported by this build of filestore?", 78))
+		case del.Stale+sav.Stale == 0:
+			fmt.Fprintln(w, wrap(fmt.Sprintf("No stale reads: in each of the %d trials with the session cached, the first Load after the answer saw the change, so the window is the answer's trip and one Load.", cached), 78))
+		default:
+			fmt.Fprintln(w, wrap(fmt.Sprintf("STALE READS: %d trials served what another process had already replaced.", del.Stale+sav.Stale), 78))
+		}
+		if ev, ok := get(wlEventLag); ok {
+			switch {
+			case ev.Ops > 0:
+				fmt.Fprintln(w, wrap(fmt.Sprintf("Watch events of the same changes: %d of %d arrived after the call returned, %s µs (p50) and %s µs (p99) after it; %d before it (a synced call's fsync follows its rename or unlink). A cache dropped on events alone would serve stale data in that window.",
+					ev.Ops, ev.Trials, num(ev.P50), num(ev.P99), ev.Early), 78))
+			case ev.Early > 0:
+				fmt.Fprintln(w, wrap(fmt.Sprintf("Watch events of the same changes: %d of %d arrived before the call returned (a synced call's fsync follows its rename or unlink), so here events alone would have been in time; on a busier machine or with NoSync they need not be.", ev.Early, ev.Trials), 78))
+			}
+		}
+		// The cost of validating a hit: a cached Load against a map lookup
+		// and copy, which validates nothing.
+		var hit, mem, unc row
+		for _, x := range r.rows {
+			if x.FS == t.name && x.Section == secCache && x.Workload == wlLoad && x.Trials == 0 {
+				switch x.Subject {
+				case subjFilestoreCache:
+					hit = x
+				case subjMemcopy:
+					mem = x
+				case subjFilestore:
+					unc = x
+				}
+			}
+		}
+		if h, ok := r.hitRate(hit); ok && h > 0.99 && mem.P50 > 0 && unc.P50 > 0 {
+			fmt.Fprintln(w, wrap(fmt.Sprintf("A cached Load takes %s µs (p50) against %s µs uncached and %s µs for a map lookup and copy: validating a hit and the cache's bookkeeping cost at most %s µs a Load.",
+				num(hit.P50), num(unc.P50), num(mem.P50), num(max(hit.P50-mem.P50, 0))), 78))
+		}
+	}
 }
 
 // find returns the row of subject measured alongside x.
@@ -112,6 +198,9 @@ func (r *report) find(x row, subject string) (row, bool) {
 // writeRatios prints, for each comparison setting, how filestore's figure
 // compares with every other subject's.
 func (r *report) writeRatios(w io.Writer) {
+	if !slices.ContainsFunc(r.rows, func(x row) bool { return x.Section == secCompare }) {
+		return
+	}
 	fmt.Fprintln(w, "\n== Ratios: filestore figure / other figure, same run, same setting ==")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, x := range r.rows {
@@ -159,23 +248,27 @@ func (r *report) writeStorage(w io.Writer) {
 	_ = tw.Flush()
 }
 
-// targetCheck is one of issue #4's targets, evaluated on this run.
-type targetCheck struct {
-	name  string
-	want  float64
-	got   float64
-	ok    bool // measured at all
-	where string
+// comparison is one line of "How filestore compares here": a ratio of
+// two figures measured in the same rounds of this run.
+type comparison struct {
+	fs      string
+	what    string // filestore's figure
+	against string // the other figure
+	ratio   float64
 	// limit is what the raw syscall recipe itself reaches against the same
-	// competitor in the same run: no file-per-session store can do better,
-	// so a target above it is beyond the filesystem on this machine.
+	// competitor in the same rounds: no store that names files by path
+	// can do better here. 0 where it does not apply.
 	limit float64
+	where string
+	lower bool // a lower ratio is better
 }
 
-func (r *report) ratio(fs, sec, w string, payload int, a, b string) (float64, row, bool) {
+// ratio returns the rate of subject a over subject b in the comparison
+// section, workload w and payload, and a's row.
+func (r *report) ratio(fs, w string, payload int, a, b string) (float64, row, bool) {
 	for _, x := range r.rows {
-		if x.FS == fs && x.Section == sec && x.Workload == w && x.Payload == payload && x.Subject == a && (sec != secLayouts || x.Layout == defaultLayout) {
-			if y, ok := r.find(x, b); ok && y.OpsPerSec > 0 {
+		if x.FS == fs && x.Section == secCompare && x.Workload == w && x.Payload == payload && x.Subject == a {
+			if y, ok := r.find(x, b); ok && y.OpsPerSec > 0 && x.OpsPerSec > 0 {
 				return x.OpsPerSec / y.OpsPerSec, x, true
 			}
 		}
@@ -183,45 +276,69 @@ func (r *report) ratio(fs, sec, w string, payload int, a, b string) (float64, ro
 	return 0, row{}, false
 }
 
-func (r *report) targetChecks() []targetCheck {
-	var out []targetCheck
+// comparisons returns a line for every ratio this run measured, and none
+// for what it did not.
+func (r *report) comparisons() []comparison {
+	var out []comparison
+	if len(r.cfg.payloads) == 0 {
+		return nil
+	}
 	p := r.cfg.payloads[0]
 	for _, t := range r.targets {
 		fs := t.name
-		add := func(name string, want float64, w, a, b string) {
-			got, x, ok := r.ratio(fs, secCompare, w, p, a, b)
-			c := targetCheck{name: fs + ": " + name, want: want, got: got, ok: ok, where: fmt.Sprintf("%s %s", sizeName(p), count(x.Pop))}
-			if b != subjRaw && b != subjRawNoSync {
-				c.limit, _, _ = r.ratio(fs, secCompare, w, p, rawOf(a), b)
+		add := func(what, against, w, a, b string) {
+			got, x, ok := r.ratio(fs, w, p, a, b)
+			if !ok {
+				return
+			}
+			c := comparison{fs: fs, what: what, against: against, ratio: got, where: fmt.Sprintf("%s %s", sizeName(p), count(x.Pop))}
+			if a == subjFilestoreCache {
+				if h, ok := r.hitRate(x); ok {
+					c.where += fmt.Sprintf(", %.0f%% hits", 100*h)
+				}
+			} else if b != subjRaw && b != subjRawNoSync && !isFilestore(b) && !inMemory(b) {
+				c.limit, _, _ = r.ratio(fs, w, p, rawOf(a), b)
 			}
 			out = append(out, c)
 		}
-		add("Load / raw open+read+close", 0.8, wlLoad, subjFilestore, subjRaw)
-		add("Load / gorilla Get", 8, wlLoad, subjFilestore, subjGorilla)
-		add("Load / diskv Read", 2, wlLoad, subjFilestore, subjDiskv)
-		add("Save / raw temp+rename, fsyncs", 0.85, wlSave, subjFilestore, subjRaw)
-		add("Save / raw temp+rename, no fsync", 0.85, wlSave, subjFilestoreNoSync, subjRawNoSync)
-		if t.kind == "tmpfs" {
-			add("Save (fsyncs) / gorilla Save", 1.2, wlSave, subjFilestore, subjGorilla)
-			add("Save (NoSync) / gorilla Save", 1.4, wlSave, subjFilestoreNoSync, subjGorilla)
-			got, x, ok := r.procRatio(fs, wlLoad, subjFilestore)
-			out = append(out, targetCheck{name: fs + ": Load, 4 processes / 1 process", want: 1.4, got: got, ok: ok, where: fmt.Sprintf("%s %s", sizeName(x.Payload), count(x.Pop))})
-			if raw, _, ok := r.procRatio(fs, wlLoad, subjRaw); ok {
-				out[len(out)-1].where += fmt.Sprintf("; raw recipe %.2fx", raw)
-			}
+		add("Load", "raw open+read+close", wlLoad, subjFilestore, subjRaw)
+		add("Load", "gorilla Get", wlLoad, subjFilestore, subjGorilla)
+		add("Load", "diskv Read", wlLoad, subjFilestore, subjDiskv)
+		add("Load", "bbolt Find (scs)", wlLoad, subjFilestore, subjBolt)
+		add("Save", "raw temp+rename, same fsyncs", wlSave, subjFilestore, subjRaw)
+		add("Save, NoSync", "raw temp+rename, no fsync", wlSave, subjFilestoreNoSync, subjRawNoSync)
+		add("Save", "gorilla Save (no fsync)", wlSave, subjFilestore, subjGorilla)
+		add("Save, NoSync", "gorilla Save (no fsync)", wlSave, subjFilestoreNoSync, subjGorilla)
+		add("Load, cache, hot set", "bbolt Find (scs)", wlLoadHot, subjFilestoreCache, subjBolt)
+		add("Load, cache, hot set", "scs memstore Find", wlLoadHot, subjFilestoreCache, subjMemstore)
+		add("Load, cache, hot set", "map lookup + copy", wlLoadHot, subjFilestoreCache, subjMemcopy)
+		add("Load, cache, hot set", "Load, no cache", wlLoadHot, subjFilestoreCache, subjFilestore)
+		add("Load, cache, uniform", "bbolt Find (scs)", wlLoad, subjFilestoreCache, subjBolt)
+		add("Load, cache, uniform", "scs memstore Find", wlLoad, subjFilestoreCache, subjMemstore)
+		add("Load, cache, uniform", "Load, no cache", wlLoad, subjFilestoreCache, subjFilestore)
+		add("read-heavy, cache, hot set", "bbolt (scs)", wlReadHot, subjFilestoreCache, subjBolt)
+		add("read-heavy, cache, hot set", "read-heavy, no cache", wlReadHot, subjFilestoreCache, subjFilestore)
+		add("Save, cache", "Save, no cache", wlSave, subjFilestoreCache, subjFilestore)
+		add("Save, Watch consumer running", "Save, no Watch", wlSave, subjFilestoreWatch, subjFilestore)
+		if got, x, ok := r.procRatio(fs, wlLoad, subjFilestore); ok {
+			c := comparison{fs: fs, what: fmt.Sprintf("Load, %d processes", x.Procs), against: "Load, 1 process", ratio: got,
+				where: fmt.Sprintf("%s %s", sizeName(x.Payload), count(x.Pop))}
+			c.limit, _, _ = r.procRatio(fs, wlLoad, subjRaw)
+			out = append(out, c)
 		}
 		for _, l := range r.cfg.layouts {
 			var got float64
-			var ok bool
 			var pop int
 			for _, x := range r.rows {
 				if x.FS == fs && x.Section == secLayouts && x.Workload == wlSweep && x.Layout == l && x.Subject == subjFilestore && x.Pop >= pop {
 					if y, found := r.find(x, subjRaw); found && y.OpsPerSec > 0 {
-						got, ok, pop = x.OpsPerSec/y.OpsPerSec, true, x.Pop
+						got, pop = x.OpsPerSec/y.OpsPerSec, x.Pop
 					}
 				}
 			}
-			out = append(out, targetCheck{name: fs + ": Sweep / raw walk+stat+unlink, " + l, want: 0.8, got: got, ok: ok, where: count(pop)})
+			if pop > 0 {
+				out = append(out, comparison{fs: fs, what: "Sweep, " + l, against: "raw walk+lstat+unlink", ratio: got, where: count(pop)})
+			}
 		}
 		// Load p50 at the largest population against the smallest.
 		var lo, hi row
@@ -236,8 +353,8 @@ func (r *report) targetChecks() []targetCheck {
 			}
 		}
 		if lo.Pop > 0 && hi.Pop > lo.Pop && lo.P50 > 0 {
-			out = append(out, targetCheck{name: fmt.Sprintf("%s: Load p50 at %s / at %s (want <=)", fs, count(hi.Pop), count(lo.Pop)), want: -1.3, got: hi.P50 / lo.P50, ok: true,
-				where: fmt.Sprintf("%s vs %s µs", num(hi.P50), num(lo.P50))})
+			out = append(out, comparison{fs: fs, what: "Load p50 at " + count(hi.Pop), against: "at " + count(lo.Pop), ratio: hi.P50 / lo.P50, lower: true,
+				where: fmt.Sprintf("%s vs %s µs, %s", num(hi.P50), num(lo.P50), defaultLayout)})
 		}
 	}
 	return out
@@ -262,141 +379,57 @@ func (r *report) procRatio(fs, w, subject string) (float64, row, bool) {
 	return most.OpsPerSec / one.OpsPerSec, most, true
 }
 
-func (r *report) writeTargets(w io.Writer) {
-	checks := r.targetChecks()
-	if len(checks) == 0 {
+func (r *report) writeComparisons(w io.Writer) {
+	cs := r.comparisons()
+	if len(cs) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\n== Targets of issue #4 ==")
-	fmt.Fprintln(w, "raw limit: the raw recipe's own ratio to that competitor in this run; a")
-	fmt.Fprintln(w, "target above it cannot be met by any file-per-session store here.")
+	fmt.Fprintln(w, "\n== How filestore compares here ==")
+	fmt.Fprintln(w, wrap("Each ratio is filestore's rate over the other figure's, measured in the same rounds of this run: above 1.00x filestore is faster (for latency, marked \"lower is better\", below). \"raw recipe\" is the bare syscall recipe's own ratio against the same store: no store that names files by path can do better here.", 78))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, c := range checks {
-		verdict, got := "not measured", "-"
-		if !c.ok {
-			c.where = "-"
-		}
-		if c.ok {
-			got = fmt.Sprintf("%.2fx", c.got)
-			met := c.got >= c.want
-			if c.want < 0 {
-				met = c.got <= -c.want
-			}
-			verdict = "MISSED"
-			if met {
-				verdict = "met"
-			} else if c.limit > 0 && c.limit < c.want {
-				verdict = "MISSED: beyond the raw limit"
-			}
-		}
+	fmt.Fprintln(tw, "fs\tfilestore\tagainst\tratio\traw recipe\tsetting")
+	for _, c := range cs {
 		limit := "-"
 		if c.limit > 0 {
 			limit = fmt.Sprintf("%.2fx", c.limit)
 		}
-		fmt.Fprintf(tw, "%s\twant %s%.2fx\tgot %s\traw limit %s\t%s\t(%s)\n", c.name, map[bool]string{true: "<= ", false: ">= "}[c.want < 0], math.Abs(c.want), got, limit, verdict, c.where)
+		ratio := fmt.Sprintf("%.2fx", c.ratio)
+		if c.lower {
+			ratio += " (lower is better)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.fs, c.what, c.against, ratio, limit, c.where)
 	}
 	_ = tw.Flush()
 }
 
-// recommend picks a layout for the user's session count from the layout
-// grid: the one with the best geometric mean of Load, read-heavy, Save and
-// sweep rates, each relative to the best layout, at the measured population
-// nearest (in ratio) to the user's count.
-func (r *report) recommend() string {
-	n := r.cfg.sessions
-	var fs string
-	for _, t := range r.targets {
-		if fs == "" || t.name == "disk" {
-			fs = t.name // prefer the user's own filesystem
-		}
+// hitRate returns the share of x's Loads that a cache answered without
+// reading the file: one minus its read system calls per Load over those of
+// the uncached filestore in the same rounds. It is false where the
+// counts are not available.
+func (r *report) hitRate(x row) (float64, bool) {
+	if x.Subject != subjFilestoreCache || x.Reads < 0 || x.Loads == 0 {
+		return 0, false
 	}
-	pops := map[int]bool{}
-	for _, x := range r.rows {
-		if x.FS == fs && x.Section == secLayouts {
-			pops[x.Pop] = true
-		}
+	y, ok := r.find(x, subjFilestore)
+	if !ok || y.Reads <= 0 || y.Loads == 0 {
+		return 0, false
 	}
-	if len(pops) == 0 {
-		return "No layout grid was measured (-sections without layouts): no recommendation."
-	}
-	near := 0
-	for p := range pops {
-		if near == 0 || math.Abs(math.Log(float64(p)/float64(n))) < math.Abs(math.Log(float64(near)/float64(n))) {
-			near = p
-		}
-	}
-	workloads := []string{wlLoad, wlRead, wlSave, wlSweep}
-	best := map[string]float64{}
-	rate := map[string]float64{}
-	for _, x := range r.rows {
-		if x.FS == fs && x.Section == secLayouts && x.Pop == near && x.Subject == subjFilestore {
-			rate[x.Layout+"|"+x.Workload] = x.OpsPerSec
-			best[x.Workload] = max(best[x.Workload], x.OpsPerSec)
-		}
-	}
-	type scored struct {
-		layout string
-		score  float64
-	}
-	var scores []scored
-	for _, l := range r.cfg.layouts {
-		s, k := 0.0, 0
-		for _, w := range workloads {
-			if v := rate[l+"|"+w]; v > 0 && best[w] > 0 {
-				s += math.Log(v / best[w])
-				k++
-			}
-		}
-		if k > 0 {
-			scores = append(scores, scored{l, math.Exp(s / float64(k))})
-		}
-	}
-	slices.SortStableFunc(scores, func(a, b scored) int {
-		switch {
-		case a.score > b.score:
-			return -1
-		case a.score < b.score:
-			return 1
-		}
-		return 0
-	})
-	if len(scores) == 0 {
-		return "No filestore rows in the layout grid: no recommendation."
-	}
-	top := scores[0]
-	// Within 5% is noise on a shared machine: prefer the layout with fewer
-	// directories, which costs less to create, walk and back up.
-	for _, s := range scores[1:] {
-		if s.score >= top.score*0.95 && shardCount(s.layout) < shardCount(top.layout) {
-			top = s
-		}
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "For %s sessions, use Layout %q. ", count(n), top.layout)
-	fmt.Fprintf(&b, "On %s at %s sessions it scored %.2f (geometric mean of its Load, read-heavy, Save and sweep rates, each relative to the best layout's; 1.00 is best at everything):", fs, count(near), top.score)
-	for _, s := range scores {
-		fmt.Fprintf(&b, " %s %.2f,", s.layout, s.score)
-	}
-	str := strings.TrimSuffix(b.String(), ",") + ". "
-	b.Reset()
-	b.WriteString(str)
-	per := n / shardCount(top.layout)
-	fmt.Fprintf(&b, "That puts about %d records in each of its %d leaf directories. ", per, shardCount(top.layout))
-	if float64(n) > 3*float64(near) || float64(n) < float64(near)/3 {
-		fmt.Fprintf(&b, "Your count is far from the nearest measured population (%s): rerun with -pops %d to measure it. ", count(near), n)
-	}
-	fmt.Fprintf(&b, "The layout is fixed when a store is created: pass it as filestore.Options{Layout: %q} to the Open that creates the store.", top.layout)
-	return b.String()
+	per := float64(x.Reads) / float64(x.Loads)
+	base := float64(y.Reads) / float64(y.Loads)
+	return min(max(1-per/base, 0), 1), true
 }
 
-// files writes results.csv, storage.csv and chart.svg into dir.
-func (r *report) files(dir string) error {
+// files writes results.csv, storage.csv and chart.svg into dir, each only
+// if it has something to hold, and returns the paths it wrote.
+func (r *report) files(dir string) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return nil, err
 	}
+	var wrote []string
 	var recs [][]string
 	recs = append(recs, []string{"fs", "section", "workload", "payload_bytes", "sessions", "layout", "procs", "subject",
-		"ops", "seconds", "ops_per_sec", "p50_us", "p99_us", "allocs_per_op", "vs_raw", "removed", "errors"})
+		"ops", "seconds", "ops_per_sec", "p50_us", "p99_us", "allocs_per_op", "vs_raw", "removed", "errors",
+		"cache_bytes", "hit_rate", "stale"})
 	for _, x := range r.rows {
 		vs := ""
 		if isFilestore(x.Subject) {
@@ -404,22 +437,49 @@ func (r *report) files(dir string) error {
 				vs = strconv.FormatFloat(x.OpsPerSec/base.OpsPerSec, 'f', 3, 64)
 			}
 		}
+		hit := ""
+		if h, ok := r.hitRate(x); ok {
+			hit = ff(h)
+		}
+		cache := ""
+		if x.Cache > 0 {
+			cache = strconv.FormatInt(x.Cache, 10)
+		}
+		stale := ""
+		if x.Section == secCache && x.Trials > 0 {
+			stale = strconv.FormatInt(x.Stale, 10)
+		}
 		recs = append(recs, []string{x.FS, x.Section, x.Workload, strconv.Itoa(x.Payload), strconv.Itoa(x.Pop), x.Layout,
 			strconv.Itoa(x.Procs), x.Subject, strconv.FormatInt(x.Ops, 10), ff(x.Secs), ff(x.OpsPerSec), ff(x.P50), ff(x.P99),
-			ff(x.Allocs), vs, strconv.Itoa(x.Removed), strconv.FormatInt(x.Errors, 10)})
+			ff(x.Allocs), vs, strconv.Itoa(x.Removed), strconv.FormatInt(x.Errors, 10), cache, hit, stale})
 	}
-	if err := writeCSV(filepath.Join(dir, "results.csv"), recs); err != nil {
-		return err
+	if len(r.rows) > 0 {
+		p := filepath.Join(dir, "results.csv")
+		if err := writeCSV(p, recs); err != nil {
+			return wrote, err
+		}
+		wrote = append(wrote, p)
 	}
-	recs = [][]string{{"fs", "section", "payload_bytes", "sessions", "layout", "store", "bytes", "inodes"}}
-	for _, u := range r.storage {
-		recs = append(recs, []string{u.FS, u.Section, strconv.Itoa(u.Payload), strconv.Itoa(u.Pop), u.Layout, u.Family,
-			strconv.FormatInt(u.Bytes, 10), strconv.FormatInt(u.Inodes, 10)})
+	if len(r.storage) > 0 {
+		recs = [][]string{{"fs", "section", "payload_bytes", "sessions", "layout", "store", "bytes", "inodes"}}
+		for _, u := range r.storage {
+			recs = append(recs, []string{u.FS, u.Section, strconv.Itoa(u.Payload), strconv.Itoa(u.Pop), u.Layout, u.Family,
+				strconv.FormatInt(u.Bytes, 10), strconv.FormatInt(u.Inodes, 10)})
+		}
+		p := filepath.Join(dir, "storage.csv")
+		if err := writeCSV(p, recs); err != nil {
+			return wrote, err
+		}
+		wrote = append(wrote, p)
 	}
-	if err := writeCSV(filepath.Join(dir, "storage.csv"), recs); err != nil {
-		return err
+	if svg := r.chart(); svg != nil {
+		p := filepath.Join(dir, "chart.svg")
+		if err := os.WriteFile(p, svg, 0o644); err != nil {
+			return wrote, err
+		}
+		wrote = append(wrote, p)
 	}
-	return os.WriteFile(filepath.Join(dir, "chart.svg"), r.chart(), 0o644)
+	return wrote, nil
 }
 
 func writeCSV(path string, recs [][]string) error {

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,6 +53,8 @@ const (
 	subjFilestore       = "filestore"
 	subjFilestoreNoSync = "filestore-nosync"
 	subjFilestoreZstd   = "filestore-zstd"
+	subjFilestoreCache  = "filestore-cache" // Options.CacheBytes set
+	subjFilestoreWatch  = "filestore-watch" // a Watch consumer drains events while it runs
 	subjRaw             = "raw"
 	subjRawNoSync       = "raw-nosync"
 	subjGorilla         = "gorilla"
@@ -59,6 +62,7 @@ const (
 	subjBolt            = "bbolt"
 	subjBoltNoSync      = "bbolt-nosync"
 	subjMemstore        = "memstore"
+	subjMemcopy         = "memcopy" // the floor of a cached Load: a map and a copy
 )
 
 // family returns the population a subject shares: the on-disk data of
@@ -67,6 +71,13 @@ func family(subject string) string {
 	f, _, _ := strings.Cut(subject, "-")
 	return f
 }
+
+// ownPopulation reports whether subject gets a population of its own
+// rather than its family's: compression changes what is on disk.
+func ownPopulation(subject string) bool { return subject == subjFilestoreZstd }
+
+// inMemory reports whether subject keeps its data in this process only.
+func inMemory(subject string) bool { return subject == subjMemstore || subject == subjMemcopy }
 
 // isFilestore reports whether subject is filestore in some configuration.
 func isFilestore(subject string) bool { return family(subject) == subjFilestore }
@@ -81,18 +92,26 @@ func rawOf(subject string) string {
 }
 
 // openSubject opens subject on the population directory dir (created by the
-// first open), with the given filestore layout.
-func openSubject(subject, dir, layout string) (kv, error) {
+// first open), with the given filestore layout. cacheBytes is the cache of
+// the filestore-cache subject.
+func openSubject(subject, dir, layout string, cacheBytes int64) (kv, error) {
 	switch subject {
-	case subjFilestore, subjFilestoreNoSync, subjFilestoreZstd:
-		s, err := filestore.Open(dir, &filestore.Options{
+	case subjFilestore, subjFilestoreNoSync, subjFilestoreZstd, subjFilestoreCache, subjFilestoreWatch:
+		opts := &filestore.Options{
 			Layout:        layout,
 			NoSync:        subject == subjFilestoreNoSync,
 			Compress:      subject == subjFilestoreZstd,
 			SweepInterval: -1, // sweeps are measured explicitly
-		})
+		}
+		if subject == subjFilestoreCache {
+			opts.CacheBytes = cacheBytes
+		}
+		s, err := filestore.Open(dir, opts)
 		if err != nil {
 			return nil, err
+		}
+		if subject == subjFilestoreWatch {
+			return &watchKV{fileKV: fileKV{s}}, nil
 		}
 		return fileKV{s}, nil
 	case subjRaw, subjRawNoSync:
@@ -105,6 +124,8 @@ func openSubject(subject, dir, layout string) (kv, error) {
 		return openBolt(filepath.Join(dir, "sessions.db"), subject == subjBoltNoSync)
 	case subjMemstore:
 		return scsKV{memstore.NewWithCleanupInterval(0)}, nil
+	case subjMemcopy:
+		return &memcopyKV{m: map[string]memEntry{}}, nil
 	}
 	return nil, fmt.Errorf("unknown subject %q", subject)
 }
@@ -113,7 +134,7 @@ func openSubject(subject, dir, layout string) (kv, error) {
 // without fsync, since filling a store is setup, not measurement.
 func openPopulator(subject, dir, layout string) (kv, error) {
 	switch subject {
-	case subjFilestore, subjFilestoreNoSync, subjFilestoreZstd:
+	case subjFilestore, subjFilestoreNoSync, subjFilestoreZstd, subjFilestoreCache, subjFilestoreWatch:
 		s, err := filestore.Open(dir, &filestore.Options{
 			Layout:        layout,
 			NoSync:        true,
@@ -125,11 +146,11 @@ func openPopulator(subject, dir, layout string) (kv, error) {
 		}
 		return fileKV{s}, nil
 	case subjRaw:
-		return openSubject(subjRawNoSync, dir, layout)
+		return openSubject(subjRawNoSync, dir, layout, 0)
 	case subjBolt:
-		return openSubject(subjBoltNoSync, dir, layout)
+		return openSubject(subjBoltNoSync, dir, layout, 0)
 	}
-	return openSubject(subject, dir, layout)
+	return openSubject(subject, dir, layout, 0)
 }
 
 // fileKV is filestore itself.
@@ -152,6 +173,89 @@ func (f fileKV) Delete(id string) error { return f.s.Delete(context.Background()
 func (f fileKV) Sweep() (int, error) { return f.s.DeleteExpired(context.Background()) }
 
 func (f fileKV) Close() error { return f.s.Close() }
+
+func (f fileKV) store() *filestore.Store { return f.s }
+
+// watchKV is filestore with a Watch consumer in the same process draining
+// the channel while a workload runs, to measure what events cost the
+// writer. The consumer runs only between start and stop: the store's
+// directory is shared with the other filestore subjects, whose rounds it
+// must not slow down.
+type watchKV struct {
+	fileKV
+	cancel context.CancelFunc
+	done   chan struct{}
+	events atomic.Int64
+}
+
+func (w *watchKV) start() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := w.s.Watch(ctx)
+	if err != nil {
+		cancel()
+		return err
+	}
+	w.cancel, w.done = cancel, make(chan struct{})
+	go func() {
+		defer close(w.done)
+		for range ch {
+			w.events.Add(1)
+		}
+	}()
+	return nil
+}
+
+func (w *watchKV) stop() {
+	if w.cancel != nil {
+		w.cancel()
+		<-w.done // the channel closes once the watcher has stopped
+		w.cancel = nil
+	}
+}
+
+// memcopyKV is the least a cached Load can cost with filestore's contract:
+// the id hashed to its key, a map lookup under a read lock, an expiry check
+// and a copy the caller owns. A cached filestore Load above it pays for
+// its validation against other processes' writes and its bookkeeping.
+type memcopyKV struct {
+	mu sync.RWMutex
+	m  map[string]memEntry
+}
+
+type memEntry struct {
+	data   []byte
+	expiry time.Time
+}
+
+func (m *memcopyKV) Load(id string) ([]byte, error) {
+	k := filestore.Key(id)
+	m.mu.RLock()
+	e, ok := m.m[k]
+	m.mu.RUnlock()
+	if !ok || !time.Now().Before(e.expiry) {
+		return nil, errMissing
+	}
+	return bytes.Clone(e.data), nil
+}
+
+func (m *memcopyKV) Save(id string, data []byte, expiry time.Time) error {
+	k := filestore.Key(id)
+	e := memEntry{data: bytes.Clone(data), expiry: expiry}
+	m.mu.Lock()
+	m.m[k] = e
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *memcopyKV) Delete(id string) error {
+	k := filestore.Key(id)
+	m.mu.Lock()
+	delete(m.m, k)
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *memcopyKV) Close() error { return nil }
 
 // rawKV is the physical limit: the bare syscall recipes a file-per-session
 // store cannot avoid, on files named and sharded like filestore's.

@@ -28,6 +28,7 @@ type job struct {
 	Dur      time.Duration `json:"dur"`
 	MaxOps   int64         `json:"max_ops"`
 	Seed     uint64        `json:"seed"`
+	Cache    int64         `json:"cache_bytes,omitempty"`
 }
 
 // workerMain is a worker process: it reads a job, opens its subject,
@@ -45,7 +46,7 @@ func workerMain(in io.Reader, out io.Writer) int {
 		fmt.Fprintln(os.Stderr, "worker: bad job:", err)
 		return 2
 	}
-	k, err := openSubject(j.Subject, j.Dir, j.Layout)
+	k, err := openSubject(j.Subject, j.Dir, j.Layout, j.Cache)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "worker: open:", err)
 		return 1
@@ -56,6 +57,9 @@ func workerMain(in io.Reader, out io.Writer) int {
 	if _, err := rd.ReadString('\n'); err != nil {
 		fmt.Fprintln(os.Stderr, "worker: waiting for go:", err)
 		return 2
+	}
+	if j.Workload == wlChanges {
+		return serveChanges(d, rd, out)
 	}
 	res := d.run(j.Workload, j.Dur, j.MaxOps)
 	if err := json.NewEncoder(out).Encode(res); err != nil {
@@ -68,45 +72,20 @@ func workerMain(in io.Reader, out io.Writer) int {
 // runWorkers runs j in n worker processes started together, and returns
 // their merged result. Ops per second add up; Elapsed is the longest.
 func runWorkers(j job, n int) (result, float64, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return result{}, 0, err
-	}
-	type proc struct {
-		cmd *exec.Cmd
-		in  io.WriteCloser
-		out *bufio.Reader
-	}
-	procs := make([]proc, 0, n)
+	procs := make([]*worker, 0, n)
 	defer func() {
 		for _, p := range procs {
-			_ = p.in.Close()         // error deliberately ignored: cleanup
-			_ = p.cmd.Process.Kill() // error deliberately ignored: it may have exited
-			_ = p.cmd.Wait()         // error deliberately ignored: the result was read or failed
+			p.stop()
 		}
 	}()
 	for i := range n {
-		cmd := exec.Command(exe, "-test.run=^$") // the flag keeps a test binary from running tests
-		cmd.Env = append(os.Environ(), workerEnv+"=1")
-		cmd.Stderr = os.Stderr
-		in, err := cmd.StdinPipe()
-		if err != nil {
-			return result{}, 0, err
-		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return result{}, 0, err
-		}
-		if err := cmd.Start(); err != nil {
-			return result{}, 0, err
-		}
-		procs = append(procs, proc{cmd, in, bufio.NewReader(out)})
 		wj := j
 		wj.Seed = j.Seed*16 + uint64(i)
-		b, _ := json.Marshal(wj)
-		if _, err := in.Write(append(b, '\n')); err != nil {
+		p, err := startWorker(wj)
+		if err != nil {
 			return result{}, 0, err
 		}
+		procs = append(procs, p)
 	}
 	for _, p := range procs {
 		line, err := p.out.ReadString('\n')
@@ -133,4 +112,88 @@ func runWorkers(j job, n int) (result, float64, error) {
 		total.merge(&r)
 	}
 	return total, rate, nil
+}
+
+// worker is a running worker process.
+type worker struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+// startWorker starts a worker process and sends it j.
+func startWorker(j job) (*worker, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, "-test.run=^$") // the flag keeps a test binary from running tests
+	cmd.Env = append(os.Environ(), workerEnv+"=1")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &worker{cmd, in, bufio.NewReader(out)}
+	b, _ := json.Marshal(j)
+	if _, err := in.Write(append(b, '\n')); err != nil {
+		p.stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+// stop ends the worker, whatever state it is in.
+func (p *worker) stop() {
+	_ = p.in.Close()         // error deliberately ignored: cleanup
+	_ = p.cmd.Process.Kill() // error deliberately ignored: it may have exited
+	_ = p.cmd.Wait()         // error deliberately ignored: the result was read or failed
+}
+
+// serveChanges is a worker of the cache section: it changes the sessions
+// the driver names, one line at a time ("delete I" or "save I V": Save
+// payload V over the I-th session of the population), and answers "ok T"
+// once the call has returned, T being when it returned (Unix nanoseconds:
+// the wall clock is the one clock two processes on a host share).
+func serveChanges(d *driver, rd *bufio.Reader, out io.Writer) int {
+	for {
+		line, err := rd.ReadString('\n')
+		if err == io.EOF {
+			return 0
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "worker: reading a change:", err)
+			return 2
+		}
+		var op string
+		var i, v int
+		n, _ := fmt.Sscan(line, &op, &i, &v)
+		if n < 2 || i < 0 || i >= len(d.pop.ids) || v < 0 || v >= len(d.payloads) {
+			fmt.Fprintf(os.Stderr, "worker: bad change %q\n", line)
+			return 2
+		}
+		id := d.pop.ids[i]
+		switch op {
+		case "delete":
+			err = d.kv.Delete(id)
+		case "save":
+			err = d.kv.Save(id, d.payloads[v], d.live)
+		default:
+			err = fmt.Errorf("unknown change %q", op)
+		}
+		ack := "ok " + strconv.FormatInt(time.Now().UnixNano(), 10) + "\n"
+		if err != nil {
+			ack = "error " + err.Error() + "\n"
+		}
+		if _, err := io.WriteString(out, ack); err != nil {
+			return 1
+		}
+	}
 }

@@ -8,10 +8,14 @@ import (
 	"fmt"
 	"math/bits"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxPayload is the largest session payload any workload uses.
@@ -25,6 +29,19 @@ const (
 	wlMixed = "mixed" // 50% Load, 50% Save
 	wlChurn = "churn" // logins and logouts: Save a new session, Delete a live one
 	wlSweep = "sweep" // one expiry sweep of a population that is 30% expired
+
+	// The hot-set twins of load and read: 90% of operations go to the
+	// first 10% of the live sessions, as on a site where a few users are
+	// active and most sessions idle. This is the shape a cache is for.
+	wlLoadHot = "load-hot"
+	wlReadHot = "read-hot"
+)
+
+// hotShare is the part of the live sessions a hot workload favours, and
+// hotOps the part of its operations that go to them.
+const (
+	hotShare = 10 // percent
+	hotOps   = 90 // percent
 )
 
 // expiredShare is the part of every population that has already expired:
@@ -184,10 +201,21 @@ type result struct {
 	Errors   int64         `json:"errors"`
 	FirstErr string        `json:"first_err,omitempty"`
 	Removed  int           `json:"removed"` // sweep only
-	Lat      hist          `json:"lat"`     // Load latency; Save for write-only workloads
+	Loads    int64         `json:"loads"`   // how many of Ops were Loads
+	// Reads is how many read system calls the process made during the run
+	// (/proc/self/io's syscr), -1 where that is not available. A Load
+	// served from a cache makes none, so it measures the hit rate.
+	Reads int64 `json:"reads"`
+	Lat   hist  `json:"lat"` // Load latency; Save for write-only workloads
 }
 
 func (r *result) merge(o *result) {
+	if r.Reads < 0 || o.Reads < 0 {
+		r.Reads = -1
+	} else {
+		r.Reads += o.Reads
+	}
+	r.Loads += o.Loads
 	r.Ops += o.Ops
 	r.Elapsed = max(r.Elapsed, o.Elapsed)
 	r.Mallocs += o.Mallocs
@@ -244,13 +272,28 @@ func (d *driver) populate(progress func(done int)) error {
 	return nil
 }
 
+// phased is a kv with work of its own to start before a measurement and
+// stop after it, outside the timed part (a Watch consumer).
+type phased interface {
+	start() error
+	stop()
+}
+
 // run runs workload w for about dur, or maxOps operations, whichever comes
 // first, and measures it. Sweeps run once whatever dur is.
 func (d *driver) run(w string, dur time.Duration, maxOps int64) result {
 	var r result
+	if p, ok := d.kv.(phased); ok {
+		if err := p.start(); err != nil {
+			r.fail(err)
+			return r
+		}
+		defer p.stop()
+	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	before := ms.Mallocs
+	reads := readSyscalls()
 	start := time.Now()
 	if w == wlSweep {
 		n, err := d.kv.(sweeper).Sweep()
@@ -272,22 +315,69 @@ func (d *driver) run(w string, dur time.Duration, maxOps int64) result {
 		}
 		r.Elapsed = time.Since(start)
 	}
+	r.Reads = -1
+	if after := readSyscalls(); reads >= 0 && after >= 0 {
+		r.Reads = max(after-reads-1, 0) // the first sample's own read counts in the second
+	}
 	runtime.ReadMemStats(&ms)
 	r.Mallocs = ms.Mallocs - before
 	return r
+}
+
+// ioFile is /proc/self/io, held open so that a sample is one pread.
+var (
+	ioOnce sync.Once
+	ioFile *os.File
+)
+
+// readSyscalls returns how many read system calls this process has made
+// (every thread), or -1 where /proc/self/io is not available. The sample
+// itself is one more, counted from the next sample on.
+func readSyscalls() int64 {
+	ioOnce.Do(func() {
+		f, err := os.Open("/proc/self/io")
+		if err == nil {
+			ioFile = f
+		}
+	})
+	if ioFile == nil {
+		return -1
+	}
+	// One pread: os.File.ReadAt would read again to fill the buffer,
+	// and each read counts.
+	var buf [512]byte
+	n, err := unix.Pread(int(ioFile.Fd()), buf[:], 0)
+	if n <= 0 || err != nil {
+		return -1
+	}
+	for line := range strings.Lines(string(buf[:n])) {
+		if v, ok := strings.CutPrefix(line, "syscr:"); ok {
+			c, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return -1
+			}
+			return c
+		}
+	}
+	return -1
 }
 
 // step does one operation of workload w (two for churn: a login and a
 // logout) and records its latency.
 func (d *driver) step(w string, r *result) {
 	live := d.pop.live
-	i := d.rng.IntN(len(live))
+	var i int
+	if w == wlLoadHot || w == wlReadHot {
+		i = hotIndex(d.rng, len(live))
+	} else {
+		i = d.rng.IntN(len(live))
+	}
 	id := live[i]
 	var load bool
 	switch w {
-	case wlLoad:
+	case wlLoad, wlLoadHot:
 		load = true
-	case wlRead:
+	case wlRead, wlReadHot:
 		load = d.rng.IntN(100) < 95
 	case wlMixed:
 		load = d.rng.IntN(2) == 0
@@ -320,8 +410,21 @@ func (d *driver) step(w string, r *result) {
 	if load || w == wlSave {
 		r.Lat.add(el)
 	}
+	if load {
+		r.Loads++
+	}
 	r.Ops++
 	if err != nil {
 		r.fail(err)
 	}
+}
+
+// hotIndex draws an index into n live sessions: hotOps% of draws from the
+// first hotShare% of them, the rest from the others.
+func hotIndex(rng *rand.Rand, n int) int {
+	hot := max(n*hotShare/100, 1)
+	if hot >= n || rng.IntN(100) < hotOps {
+		return rng.IntN(hot)
+	}
+	return hot + rng.IntN(n-hot)
 }
