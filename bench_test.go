@@ -55,6 +55,27 @@ func BenchmarkLoad(b *testing.B) {
 			}
 			reportOps(b)
 		})
+		b.Run(sizeName(size)+"/cached", func(b *testing.B) {
+			s := openTest(b, &Options{SweepInterval: -1, NoSync: true, CacheBytes: 64 << 20})
+			for i := range benchIDs {
+				if err := s.Save(bg, benchID(i), data, time.Time{}); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := s.Load(bg, benchID(i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, err := s.Load(bg, benchID(i)); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+			reportOps(b)
+		})
 		b.Run(sizeName(size)+"/raw", func(b *testing.B) {
 			dir := b.TempDir()
 			for i := range benchIDs {
