@@ -326,7 +326,7 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 func (s *Store) openRoot(want *layout) (marker, error) {
 	fi, err := s.fs.Lstat(s.root)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(filepath.Dir(s.root), 0o755); err != nil {
+		if err := s.fs.MkdirAll(filepath.Dir(s.root), 0o755); err != nil {
 			return marker{}, err
 		}
 		if err := s.mkdirIn(filepath.Dir(s.root), s.root); err != nil {
