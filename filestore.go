@@ -220,6 +220,7 @@ type Store struct {
 	fs         fsys
 	log        *slog.Logger
 	fixModes   bool // the umask trims mode bits; chmod what we create
+	uid        int  // the effective uid at Open: whose files are ours
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -283,7 +284,11 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 		fs:       fsys,
 		log:      o.Logger,
 		fixModes: umaskTrims(),
-		now:      time.Now,
+		// Read now, not at package init: a server that starts as root and
+		// drops privileges before it opens the store writes its records
+		// as the uid it runs as then.
+		uid: os.Geteuid(),
+		now: time.Now,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -345,8 +350,9 @@ func (s *Store) openRoot(want *layout) (marker, error) {
 	case fi.Mode().Perm()&0o002 != 0:
 		return marker{}, fmt.Errorf("%w: %s is writable by other users (mode %v)", ErrUnsafeRoot, s.root, fi.Mode())
 	}
-	if err := checkRootOwner(fi); err != nil {
-		return marker{}, fmt.Errorf("%w: %s", err, s.root)
+	// Whoever owns the root can swap its contents under us.
+	if fi.sys && fi.uid != s.uid {
+		return marker{}, fmt.Errorf("%w: %s is owned by uid %d, not %d", ErrUnsafeRoot, s.root, fi.uid, s.uid)
 	}
 
 	m, err := readMarker(s.fs, s.root)
@@ -510,7 +516,7 @@ func (s *Store) decodeFile(f file, id string) (decoded, error) {
 	if err != nil {
 		return decoded{}, err
 	}
-	if err := checkRecordFile(fi); err != nil {
+	if err := checkRecordFile(fi, s.uid); err != nil {
 		return decoded{}, fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	limit := int64(headerSize+MaxIDLength+trailerSize) + int64(s.opts.MaxRecordSize) + 64
@@ -539,6 +545,29 @@ func (s *Store) decodeFile(f file, id string) (decoded, error) {
 		return decoded{}, fmt.Errorf("%s: %w: record holds another id", f.Name(), ErrCorrupt)
 	}
 	return d, nil
+}
+
+// checkRecordFile refuses anything at a record path that a store running
+// as uid did not write: a non-regular file, a file with other hard links
+// (its content can be changed through another name) or a file owned by
+// another user. Where the system gives no link count or owner (fi.sys is
+// unset), only the type is checked.
+func checkRecordFile(fi fileStat, uid int) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%w: not a regular file (%v)", ErrCorrupt, fi.Mode().Type())
+	}
+	if !fi.sys {
+		return nil
+	}
+	// Nlink 0 is an old version a concurrent rename replaced after we
+	// opened it: reading it is the "old record" half of the guarantee.
+	if fi.nlink > 1 {
+		return fmt.Errorf("%w: %d hard links", ErrCorrupt, fi.nlink)
+	}
+	if fi.uid != uid {
+		return fmt.Errorf("%w: owned by uid %d, not %d", ErrCorrupt, fi.uid, uid)
+	}
+	return nil
 }
 
 // Save stores data under id, replacing any record there, to expire at

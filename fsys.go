@@ -2,7 +2,6 @@ package filestore
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -256,54 +255,3 @@ func (osFS) Lock(ctx context.Context, name string, try bool) (func() error, erro
 }
 
 func (osFS) OpenLock(name string) (lockFile, error) { return openLockFile(name) }
-
-// euid is the process's effective uid, read once: os.Geteuid is a system
-// call, and checkRecordFile runs on every read.
-var euid = os.Geteuid()
-
-// checkRecordFile refuses anything at a record path that this store did
-// not write: a non-regular file, a file with other hard links (its content
-// can be changed through another name) or a file owned by another user.
-func checkRecordFile(fi fileStat) error {
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%w: not a regular file (%v)", ErrCorrupt, fi.Mode().Type())
-	}
-	if !fi.sys {
-		return nil
-	}
-	// Nlink 0 is an old version a concurrent rename replaced after we
-	// opened it: reading it is the "old record" half of the guarantee.
-	if fi.nlink > 1 {
-		return fmt.Errorf("%w: %d hard links", ErrCorrupt, fi.nlink)
-	}
-	if fi.uid != euid {
-		return fmt.Errorf("%w: owned by uid %d, not %d", ErrCorrupt, fi.uid, euid)
-	}
-	return nil
-}
-
-// dirRemoved reports whether fi, the fstat of an open directory, says the
-// directory has been removed: a removed directory has no links.
-func dirRemoved(fi fileStat) bool { return fi.sys && fi.nlink == 0 }
-
-// checkRootOwner refuses a root directory owned by another user: whoever
-// owns it can swap its contents under us.
-func checkRootOwner(fi fileStat) error {
-	if fi.sys && fi.uid != os.Geteuid() {
-		return fmt.Errorf("%w: owned by uid %d, not %d", ErrUnsafeRoot, fi.uid, os.Geteuid())
-	}
-	return nil
-}
-
-// tempBorn is the earlier of fi's modification and status-change (ctime)
-// times: what a temp file's age is counted from. A temp file's
-// modification time may hold its record's expiry hint, in the future; its
-// ctime, which cannot be set, is then when the writer last touched it.
-// Without a ctime it is the modification time.
-func tempBorn(fi fileStat) time.Time {
-	t := fi.ModTime()
-	if fi.sys && fi.ctime.Before(t) {
-		t = fi.ctime
-	}
-	return t
-}

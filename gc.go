@@ -333,7 +333,7 @@ func (s *Store) sweepCheck(d dir, name string) (sweepCandidate, bool, error) {
 		if err != nil {
 			return sweepCandidate{}, false, fmt.Errorf("skipped: %w", err)
 		}
-		if err := checkRecordFile(fi); err != nil {
+		if err := checkRecordFile(fi, s.uid); err != nil {
 			// A symlink, directory, FIFO, hard link or foreign file: corrupt
 			// whatever it holds, as read says. Reported, never removed.
 			return sweepCandidate{}, false, fmt.Errorf("skipped %s: %w", d.Path()+string(filepath.Separator)+name, err)
@@ -358,6 +358,20 @@ func (s *Store) sweepCheck(d dir, name string) (sweepCandidate, bool, error) {
 		return sweepCandidate{}, false, err
 	}
 	return sweepCandidate{name: name, stripe: stripeOfHex(s.locks, owner), temp: true}, true, nil
+}
+
+// tempBorn is the earlier of fi's modification and status-change (ctime)
+// times: what a temp file's age is counted from. A temp file's
+// modification time may hold its record's expiry hint, in the future; its
+// ctime, which cannot be set, is then when the writer last touched it.
+// Where the system gives no ctime (fi.sys is unset) it is the modification
+// time.
+func tempBorn(fi fileStat) time.Time {
+	t := fi.ModTime()
+	if fi.sys && fi.ctime.Before(t) {
+		t = fi.ctime
+	}
+	return t
 }
 
 // sweepLocked takes the stripe lock of cands, which all share one stripe,
