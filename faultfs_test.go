@@ -371,10 +371,16 @@ func renameAfterFailedSync(calls []faultCall) (faultCall, bool) {
 }
 
 // ignorable reports whether an operation may succeed although call c
-// failed: closing a descriptor it only read from, and removing a temp file
-// whose content has already been published under another name.
+// failed: opening a directory it can do without, closing a descriptor it
+// only read from, and removing a temp file whose content has already been
+// published under another name.
 func ignorable(c faultCall) bool {
 	switch c.op {
+	case "opendir":
+		// The dir cache names files by path when it cannot open a shard
+		// directory. A walk that cannot open one fails, and the walking
+		// operations check what they visited.
+		return true
 	case "close":
 		return c.readOnly
 	case "remove":
