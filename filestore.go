@@ -238,8 +238,11 @@ type Store struct {
 //
 // Open refuses (with ErrNotStore) a non-empty directory that holds no store,
 // and (with ErrUnsafeRoot) a directory that is a symlink, writable by other
-// users or owned by another user. A store's shard layout is fixed when it
-// is created; a conflicting opts.Layout is ErrLayout. Unless
+// users or owned by another user. "Another user" is anyone but the
+// effective uid at the time of the call, which the Store then takes as the
+// owner of its records: a server that drops privileges should open its
+// store afterwards. A store's shard layout is fixed when it is created; a
+// conflicting opts.Layout is ErrLayout. Unless
 // opts.SweepInterval is negative, Open starts a sweeper goroutine that runs
 // until Close.
 //
