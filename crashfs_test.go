@@ -3,6 +3,7 @@ package filestore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -192,8 +193,19 @@ func (m *crashFS) openFile(name string, flag int, perm fs.FileMode) (*memFile, e
 	return &memFile{fs: m, node: n, name: name, flag: flag}, nil
 }
 
-// OpenDir is a pathDir over the crashFS: each name's call is its own.
-func (m *crashFS) OpenDir(name string) (dir, error) { return openPathDir(m, name) }
+// OpenDir is a pathDir over the crashFS holding the open directory: each
+// name's call is its own.
+func (m *crashFS) OpenDir(name string) (dir, error) {
+	f, err := m.openFile(name, os.O_RDONLY, 0)
+	if err == nil && !f.node.dir {
+		err = pathErr("open", name, syscall.ENOTDIR)
+	}
+	m.done("opendir", name)
+	if err != nil {
+		return nil, err
+	}
+	return &pathDir{fs: m, path: name, h: f}, nil
+}
 
 func (m *crashFS) Rename(oldpath, newpath string) error {
 	err := m.rename(oldpath, newpath)
@@ -275,6 +287,26 @@ func (m *crashFS) mkdir(name string, perm fs.FileMode) error {
 	return nil
 }
 
+// MkdirAll makes name and its missing parents, each an unsynced mkdir.
+func (m *crashFS) MkdirAll(name string, perm fs.FileMode) error {
+	fi, err := m.Lstat(name)
+	switch {
+	case err == nil && fi.IsDir():
+		return nil
+	case err == nil:
+		return pathErr("mkdir", name, syscall.ENOTDIR)
+	}
+	if parent := filepath.Dir(name); parent != name {
+		if err := m.MkdirAll(parent, perm); err != nil {
+			return err
+		}
+	}
+	if err := m.Mkdir(name, perm); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return nil
+}
+
 func (m *crashFS) Chmod(name string, mode fs.FileMode) error {
 	m.mu.Lock()
 	n, err := m.lookup(name)
@@ -289,17 +321,17 @@ func (m *crashFS) Chmod(name string, mode fs.FileMode) error {
 	return nil
 }
 
-func (m *crashFS) Lstat(name string) (fs.FileInfo, error) {
+func (m *crashFS) Lstat(name string) (fileStat, error) {
 	m.mu.Lock()
 	n, err := m.lookup(name)
-	var fi fs.FileInfo
+	var fi fileStat
 	if err == nil {
 		fi = n.info(filepath.Base(name))
 	}
 	m.mu.Unlock()
 	m.done("lstat", name)
 	if err != nil {
-		return nil, pathErr("lstat", name, err)
+		return fileStat{}, pathErr("lstat", name, err)
 	}
 	return fi, nil
 }
@@ -510,8 +542,10 @@ func (m *crashFS) fingerprint() string {
 	return b.String()
 }
 
-func (n *memNode) info(name string) fs.FileInfo {
-	fi := memInfo{name: name, mode: n.mode, mtime: n.mtime, size: int64(len(n.data))}
+// info is a node's fileStat. It has no link count, owner or ctime (sys is
+// unset), so the engine's checks that need them pass it.
+func (n *memNode) info(name string) fileStat {
+	fi := fileStat{name: name, mode: n.mode, mtime: n.mtime, size: int64(len(n.data))}
 	if n.dir {
 		fi.mode |= fs.ModeDir
 		fi.size = 0
@@ -519,23 +553,8 @@ func (n *memNode) info(name string) fs.FileInfo {
 	return fi
 }
 
-// memInfo is a node's fs.FileInfo. Its Sys is nil, so the engine's owner
-// and link-count checks, which need a *syscall.Stat_t, pass it.
-type memInfo struct {
-	name  string
-	mode  fs.FileMode
-	mtime time.Time
-	size  int64
-}
-
-func (fi memInfo) Name() string       { return fi.name }
-func (fi memInfo) Size() int64        { return fi.size }
-func (fi memInfo) Mode() fs.FileMode  { return fi.mode }
-func (fi memInfo) ModTime() time.Time { return fi.mtime }
-func (fi memInfo) IsDir() bool        { return fi.mode.IsDir() }
-func (fi memInfo) Sys() any           { return nil }
-
-// memFile is an open crashFS file or directory.
+// memFile is an open crashFS file or directory; as a directory it is the
+// dirHandle of the pathDir OpenDir returns.
 type memFile struct {
 	fs     *crashFS
 	node   *memNode
@@ -543,7 +562,7 @@ type memFile struct {
 	flag   int
 	off    int
 	closed bool
-	ents   []fs.DirEntry // a directory's entries, read on first ReadDir
+	names  []string // a directory's entries, read on first ReadNames
 	listed bool
 }
 
@@ -631,14 +650,14 @@ func (f *memFile) Sync() error {
 	return nil
 }
 
-func (f *memFile) Stat() (fs.FileInfo, error) {
+func (f *memFile) Stat() (fileStat, error) {
 	f.fs.mu.Lock()
 	fi := f.node.info(filepath.Base(f.name))
 	closed := f.closed
 	f.fs.mu.Unlock()
 	f.fs.done("fstat", f.name)
 	if closed {
-		return nil, os.ErrClosed
+		return fileStat{}, os.ErrClosed
 	}
 	return fi, nil
 }
@@ -655,13 +674,13 @@ func (f *memFile) Chmod(mode fs.FileMode) error {
 // work, so here every record is a candidate it examines under its lock.
 func (f *memFile) SetModTime(time.Time) error { return nil }
 
-func (f *memFile) ReadDir(n int) ([]fs.DirEntry, error) {
-	ents, err := f.readDir(n)
+func (f *memFile) ReadNames(n int) ([]string, error) {
+	names, err := f.readNames(n)
 	f.fs.done("readdir", f.name)
-	return ents, err
+	return names, err
 }
 
-func (f *memFile) readDir(n int) ([]fs.DirEntry, error) {
+func (f *memFile) readNames(n int) ([]string, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
 	if f.closed {
@@ -672,20 +691,18 @@ func (f *memFile) readDir(n int) ([]fs.DirEntry, error) {
 	}
 	if !f.listed {
 		f.listed = true
-		for _, name := range slices.Sorted(maps.Keys(f.node.entries)) {
-			f.ents = append(f.ents, fs.FileInfoToDirEntry(f.node.entries[name].info(name)))
-		}
+		f.names = slices.Sorted(maps.Keys(f.node.entries))
 	}
 	if n <= 0 {
-		out := f.ents
-		f.ents = nil
+		out := f.names
+		f.names = nil
 		return out, nil
 	}
-	if len(f.ents) == 0 {
+	if len(f.names) == 0 {
 		return nil, io.EOF
 	}
-	k := min(n, len(f.ents))
-	out := f.ents[:k:k]
-	f.ents = f.ents[k:]
+	k := min(n, len(f.names))
+	out := f.names[:k:k]
+	f.names = f.names[k:]
 	return out, nil
 }

@@ -149,6 +149,12 @@ func (c *dirCache) stale(shard int, d dir) bool {
 	return true
 }
 
+// dirRemoved reports whether fi, the fstat of an open directory, says the
+// directory has been removed: a removed directory has no links. Where the
+// system gives no link count, a cached directory is never taken for
+// removed.
+func dirRemoved(fi fileStat) bool { return fi.sys && fi.nlink == 0 }
+
 // inShard runs op on r's shard directory and, if op found no such name
 // because the cached descriptor's directory has been removed, once more on
 // the directory now at the path. It returns the dir op last ran on and its

@@ -18,6 +18,11 @@ import (
 // set so does every one after it. It records every counted call, so tests
 // can check the order of what the engine did around a failure.
 //
+// It wraps the inner fsys's own dirs (faultDir), so that over osFS the
+// calls a store makes relative to a shard directory's descriptor (fdDir,
+// what production uses) are counted and can fail one by one, like the
+// calls it makes by path.
+//
 // A failed call has no effect, except Close, which like close(2) releases
 // the descriptor even when it reports an error. faultFS is safe for
 // concurrent use.
@@ -38,8 +43,8 @@ type faultCall struct {
 	op       string // "open", "sync", "rename", ...
 	path     string // for rename and link, the old path
 	to       string // for rename and link, the new path
-	dir      bool   // a file call on a directory handle
-	readOnly bool   // a file call on a handle opened O_RDONLY
+	dir      bool   // a call on a directory handle
+	readOnly bool   // a call on a handle opened O_RDONLY (directories are)
 	failed   bool   // the call was made to fail
 }
 
@@ -99,14 +104,25 @@ func (f *faultFS) OpenFile(name string, flag int, perm fs.FileMode) (file, error
 	if err != nil {
 		return nil, err
 	}
-	ro := flag&(os.O_WRONLY|os.O_RDWR) == 0
-	fi, err := inner.Stat()
-	return &faultFile{fs: f, inner: inner, readOnly: ro, dir: err == nil && fi.IsDir()}, nil
+	return f.wrapFile(inner, flag), nil
 }
 
-// OpenDir is a pathDir over the faultFS, so that each name's lstat, open
-// and remove is counted, and can fail, as its own call.
-func (f *faultFS) OpenDir(name string) (dir, error) { return openPathDir(f, name) }
+func (f *faultFS) wrapFile(inner file, flag int) file {
+	return &faultFile{fs: f, inner: inner, readOnly: flag&(os.O_WRONLY|os.O_RDWR) == 0}
+}
+
+// OpenDir opens the inner fsys's dir and wraps it, so that each of its
+// calls is counted, and can fail, as its own.
+func (f *faultFS) OpenDir(name string) (dir, error) {
+	if f.fault(faultCall{op: "opendir", path: name}) {
+		return nil, f.pathErr("open", name)
+	}
+	inner, err := f.inner.OpenDir(name)
+	if err != nil {
+		return nil, err
+	}
+	return &faultDir{fs: f, inner: inner}, nil
+}
 
 func (f *faultFS) Rename(oldpath, newpath string) error {
 	if f.fault(faultCall{op: "rename", path: oldpath, to: newpath}) {
@@ -129,6 +145,13 @@ func (f *faultFS) Mkdir(name string, perm fs.FileMode) error {
 	return f.inner.Mkdir(name, perm)
 }
 
+func (f *faultFS) MkdirAll(name string, perm fs.FileMode) error {
+	if f.fault(faultCall{op: "mkdirall", path: name}) {
+		return f.pathErr("mkdir", name)
+	}
+	return f.inner.MkdirAll(name, perm)
+}
+
 func (f *faultFS) Chmod(name string, mode fs.FileMode) error {
 	if f.fault(faultCall{op: "chmod", path: name}) {
 		return f.pathErr("chmod", name)
@@ -136,9 +159,9 @@ func (f *faultFS) Chmod(name string, mode fs.FileMode) error {
 	return f.inner.Chmod(name, mode)
 }
 
-func (f *faultFS) Lstat(name string) (fs.FileInfo, error) {
+func (f *faultFS) Lstat(name string) (fileStat, error) {
 	if f.fault(faultCall{op: "lstat", path: name}) {
-		return nil, f.pathErr("lstat", name)
+		return fileStat{}, f.pathErr("lstat", name)
 	}
 	return f.inner.Lstat(name)
 }
@@ -189,16 +212,95 @@ func (l *faultLock) TryLock() error {
 func (l *faultLock) Unlock() error { return l.inner.Unlock() }
 func (l *faultLock) Close() error  { return l.inner.Close() }
 
+// faultDir is a dir opened through a faultFS. Its calls on names record
+// the name's path, as the same calls by path would.
+type faultDir struct {
+	fs    *faultFS
+	inner dir
+}
+
+func (d *faultDir) join(name string) string {
+	return d.inner.Path() + string(filepath.Separator) + name
+}
+
+// call counts a call on the directory itself.
+func (d *faultDir) call(op string) bool {
+	return d.fs.fault(faultCall{op: op, path: d.inner.Path(), dir: true, readOnly: true})
+}
+
+func (d *faultDir) Path() string { return d.inner.Path() }
+
+func (d *faultDir) ReadNames(n int) ([]string, error) {
+	if d.call("readdir") {
+		return nil, d.fs.pathErr("readdirent", d.Path())
+	}
+	return d.inner.ReadNames(n)
+}
+
+func (d *faultDir) Lstat(name string) (fileStat, error) {
+	if d.fs.fault(faultCall{op: "lstat", path: d.join(name)}) {
+		return fileStat{}, d.fs.pathErr("lstat", d.join(name))
+	}
+	return d.inner.Lstat(name)
+}
+
+func (d *faultDir) Open(name string, flag int, perm fs.FileMode) (file, error) {
+	if d.fs.fault(faultCall{op: "open", path: d.join(name)}) {
+		return nil, d.fs.pathErr("open", d.join(name))
+	}
+	inner, err := d.inner.Open(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return d.fs.wrapFile(inner, flag), nil
+}
+
+func (d *faultDir) Remove(name string) error {
+	if d.fs.fault(faultCall{op: "remove", path: d.join(name)}) {
+		return d.fs.pathErr("remove", d.join(name))
+	}
+	return d.inner.Remove(name)
+}
+
+func (d *faultDir) Rename(oldname, newname string) error {
+	if d.fs.fault(faultCall{op: "rename", path: d.join(oldname), to: d.join(newname)}) {
+		return d.fs.linkErr("rename", d.join(oldname), d.join(newname))
+	}
+	return d.inner.Rename(oldname, newname)
+}
+
+func (d *faultDir) Stat() (fileStat, error) {
+	if d.call("fstat") {
+		return fileStat{}, d.fs.pathErr("stat", d.Path())
+	}
+	return d.inner.Stat()
+}
+
+func (d *faultDir) Sync() error {
+	if d.call("sync") {
+		return d.fs.pathErr("sync", d.Path())
+	}
+	return d.inner.Sync()
+}
+
+func (d *faultDir) Close() error {
+	failed := d.call("close")
+	err := d.inner.Close()
+	if failed {
+		return d.fs.pathErr("close", d.Path())
+	}
+	return err
+}
+
 // faultFile is a file opened through a faultFS.
 type faultFile struct {
 	fs       *faultFS
 	inner    file
 	readOnly bool
-	dir      bool
 }
 
 func (f *faultFile) call(op string) bool {
-	return f.fs.fault(faultCall{op: op, path: f.inner.Name(), dir: f.dir, readOnly: f.readOnly})
+	return f.fs.fault(faultCall{op: op, path: f.inner.Name(), readOnly: f.readOnly})
 }
 
 func (f *faultFile) Name() string { return f.inner.Name() }
@@ -233,18 +335,11 @@ func (f *faultFile) Sync() error {
 	return f.inner.Sync()
 }
 
-func (f *faultFile) Stat() (fs.FileInfo, error) {
+func (f *faultFile) Stat() (fileStat, error) {
 	if f.call("fstat") {
-		return nil, f.fs.pathErr("stat", f.Name())
+		return fileStat{}, f.fs.pathErr("stat", f.Name())
 	}
 	return f.inner.Stat()
-}
-
-func (f *faultFile) ReadDir(n int) ([]fs.DirEntry, error) {
-	if f.call("readdir") {
-		return nil, f.fs.pathErr("readdirent", f.Name())
-	}
-	return f.inner.ReadDir(n)
 }
 
 func (f *faultFile) Chmod(mode fs.FileMode) error {
@@ -276,10 +371,16 @@ func renameAfterFailedSync(calls []faultCall) (faultCall, bool) {
 }
 
 // ignorable reports whether an operation may succeed although call c
-// failed: closing a descriptor it only read from, and removing a temp file
-// whose content has already been published under another name.
+// failed: opening a directory it can do without, closing a descriptor it
+// only read from, and removing a temp file whose content has already been
+// published under another name.
 func ignorable(c faultCall) bool {
 	switch c.op {
+	case "opendir":
+		// The dir cache names files by path when it cannot open a shard
+		// directory. A walk that cannot open one fails, and the walking
+		// operations check what they visited.
+		return true
 	case "close":
 		return c.readOnly
 	case "remove":

@@ -116,7 +116,8 @@ func faultOps() []faultOp {
 	}, {
 		name: "save-new-shard",
 		prepare: func(t *testing.T, ref *Store, _ string) {
-			require.NoError(t, os.RemoveAll(filepath.Dir(mustRef(t, ref, faultID).dir)))
+			// The shard's top directory: Save makes every level again.
+			require.NoError(t, os.RemoveAll(filepath.Join(ref.data, mustRef(t, ref, faultID).hex[:ref.layout.width])))
 		},
 		run: func(s *Store, _ string, _ fsys) error {
 			return s.Save(bg, faultID, []byte("new"), time.Time{})
@@ -214,7 +215,12 @@ func TestIOFaults(t *testing.T) {
 	if testing.Short() {
 		errnos = []syscall.Errno{syscall.ENOSPC, syscall.EIO}
 	}
-	faultMatrix(t, errnos)
+	// 1x2 keeps shard directories open, so a store names records relative
+	// to their descriptors (fdDir), as production does by default; 2x2
+	// names them by path.
+	for _, layout := range []string{"1x2", "2x2"} {
+		t.Run(layout, func(t *testing.T) { faultMatrix(t, layout, errnos) })
+	}
 }
 
 // TestIOFaultsTrimmingUmask runs the matrix again under a umask that
@@ -229,13 +235,13 @@ func TestIOFaultsTrimmingUmask(t *testing.T) {
 	if testing.Short() {
 		errnos = errnos[:1]
 	}
-	res := faultMatrix(t, errnos)
+	res := faultMatrix(t, "2x2", errnos)
 	require.Positive(t, res.calls["fchmod"]+res.calls["chmod"], "no chmod was made under umask 0277")
 }
 
 // faultMatrix runs every operation under every errno, one-shot and
 // persistent, and logs the totals.
-func faultMatrix(t *testing.T, errnos []syscall.Errno) faultResult {
+func faultMatrix(t *testing.T, layout string, errnos []syscall.Errno) faultResult {
 	total := faultResult{ignoredCalls: map[string]int{}, calls: map[string]int{}}
 	for _, op := range faultOps() {
 		t.Run(op.name, func(t *testing.T) {
@@ -246,7 +252,7 @@ func faultMatrix(t *testing.T, errnos []syscall.Errno) faultResult {
 						mode = "persistent"
 					}
 					t.Run(errnoName(errno)+"/"+mode, func(t *testing.T) {
-						res := runFaults(t, op, errno, persistent)
+						res := runFaults(t, op, layout, errno, persistent)
 						total.runs += res.runs
 						total.failed += res.failed
 						total.ignored += res.ignored
@@ -281,9 +287,9 @@ func errnoName(e syscall.Errno) string {
 }
 
 // runFaults fails call 1, 2, ... of op until op completes untouched.
-func runFaults(t *testing.T, op faultOp, errno syscall.Errno, persistent bool) faultResult {
+func runFaults(t *testing.T, op faultOp, layout string, errno syscall.Errno, persistent bool) faultResult {
 	root := filepath.Join(tmpfsDir(t), "store")
-	opts := &Options{SweepInterval: -1, Layout: "2x2"}
+	opts := &Options{SweepInterval: -1, Layout: layout}
 	// ref checks and resets the store without faults and without fsync.
 	ref, err := Open(root, &Options{SweepInterval: -1, NoSync: true, Layout: opts.Layout})
 	require.NoError(t, err)

@@ -235,6 +235,7 @@ type Store struct {
 	fs         fsys
 	log        *slog.Logger
 	fixModes   bool // the umask trims mode bits; chmod what we create
+	uid        int  // the effective uid at Open: whose files are ours
 	// compressBlock is the filesystem block size when Compress is set, and
 	// 0 when it is not: a record is compressed when that saves a block.
 	compressBlock int
@@ -261,8 +262,11 @@ type Store struct {
 //
 // Open refuses (with ErrNotStore) a non-empty directory that holds no store,
 // and (with ErrUnsafeRoot) a directory that is a symlink, writable by other
-// users or owned by another user. A store's shard layout is fixed when it
-// is created; a conflicting opts.Layout is ErrLayout. Unless
+// users or owned by another user. "Another user" is anyone but the
+// effective uid at the time of the call, which the Store then takes as the
+// owner of its records: a server that drops privileges should open its
+// store afterwards. A store's shard layout is fixed when it is created; a
+// conflicting opts.Layout is ErrLayout. Unless
 // opts.SweepInterval is negative, Open starts a sweeper goroutine that runs
 // until Close.
 //
@@ -310,6 +314,10 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 		fs:       fsys,
 		log:      o.Logger,
 		fixModes: umaskTrims(),
+		// Read now, not at package init: a server that starts as root and
+		// drops privileges before it opens the store writes its records
+		// as the uid it runs as then.
+		uid:      os.Geteuid(),
 		now:      time.Now,
 		mapTable: mapFile,
 	}
@@ -361,7 +369,7 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 func (s *Store) openRoot(want *layout) (marker, error) {
 	fi, err := s.fs.Lstat(s.root)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(filepath.Dir(s.root), 0o755); err != nil {
+		if err := s.fs.MkdirAll(filepath.Dir(s.root), 0o755); err != nil {
 			return marker{}, err
 		}
 		if err := s.mkdirIn(filepath.Dir(s.root), s.root); err != nil {
@@ -380,8 +388,9 @@ func (s *Store) openRoot(want *layout) (marker, error) {
 	case fi.Mode().Perm()&0o002 != 0:
 		return marker{}, fmt.Errorf("%w: %s is writable by other users (mode %v)", ErrUnsafeRoot, s.root, fi.Mode())
 	}
-	if err := checkRootOwner(fi); err != nil {
-		return marker{}, fmt.Errorf("%w: %s", err, s.root)
+	// Whoever owns the root can swap its contents under us.
+	if fi.sys && fi.uid != s.uid {
+		return marker{}, fmt.Errorf("%w: %s is owned by uid %d, not %d", ErrUnsafeRoot, s.root, fi.uid, s.uid)
 	}
 
 	m, err := readMarker(s.fs, s.root)
@@ -577,7 +586,7 @@ func (s *Store) decodeFile(f file, id string) (decoded, error) {
 	if err != nil {
 		return decoded{}, err
 	}
-	if err := checkRecordFile(fi); err != nil {
+	if err := checkRecordFile(fi, s.uid); err != nil {
 		return decoded{}, fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	limit := int64(headerSize+MaxIDLength+trailerSize) + int64(s.opts.MaxRecordSize) + 64
@@ -606,6 +615,29 @@ func (s *Store) decodeFile(f file, id string) (decoded, error) {
 		return decoded{}, fmt.Errorf("%s: %w: record holds another id", f.Name(), ErrCorrupt)
 	}
 	return d, nil
+}
+
+// checkRecordFile refuses anything at a record path that a store running
+// as uid did not write: a non-regular file, a file with other hard links
+// (its content can be changed through another name) or a file owned by
+// another user. Where the system gives no link count or owner (fi.sys is
+// unset), only the type is checked.
+func checkRecordFile(fi fileStat, uid int) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%w: not a regular file (%v)", ErrCorrupt, fi.Mode().Type())
+	}
+	if !fi.sys {
+		return nil
+	}
+	// Nlink 0 is an old version a concurrent rename replaced after we
+	// opened it: reading it is the "old record" half of the guarantee.
+	if fi.nlink > 1 {
+		return fmt.Errorf("%w: %d hard links", ErrCorrupt, fi.nlink)
+	}
+	if fi.uid != uid {
+		return fmt.Errorf("%w: owned by uid %d, not %d", ErrCorrupt, fi.uid, uid)
+	}
+	return nil
 }
 
 // Save stores data under id, replacing any record there, to expire at

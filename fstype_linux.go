@@ -9,7 +9,7 @@ import "golang.org/x/sys/unix"
 // taken for a local filesystem.
 func filesystemOf(path string) (name string, network, fuse bool, err error) {
 	var st unix.Statfs_t
-	if err := retryEINTR(func() error { return unix.Statfs(path, &st) }); err != nil {
+	if err := ignoringEINTR(func() error { return unix.Statfs(path, &st) }); err != nil {
 		return "", false, false, err
 	}
 	name, network, fuse = classifyFS(int64(st.Type))

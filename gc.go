@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -48,27 +47,24 @@ func (s *Store) walkLevel(ctx context.Context, path string, level int, batch fun
 		return err
 	}
 	if level == s.layout.levels {
-		return s.walkLeaf(ctx, path, batch, done)
+		return s.walkLeaf(ctx, path, level, batch, done)
 	}
-	d, err := s.fs.OpenFile(path, os.O_RDONLY|noFollow|noBlock, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("walk: %w", err)
+	d, ok, err := s.openWalked(path, level)
+	if !ok {
+		return err
 	}
 	// An inner level holds at most 16^width shard directories; read their
 	// names, then close this directory before descending.
-	ents, err := d.ReadDir(-1)
+	names, err := d.ReadNames(-1)
 	_ = d.Close() // error deliberately ignored: read-only directory handle
 	if err != nil {
 		return fmt.Errorf("walk: %w", err)
 	}
-	for _, e := range ents {
-		if !e.IsDir() || !s.layout.isShardName(e.Name()) {
+	for _, name := range names {
+		if !s.layout.isShardName(name) {
 			continue
 		}
-		if err := s.walkLevel(ctx, filepath.Join(path, e.Name()), level+1, batch, done); err != nil {
+		if err := s.walkLevel(ctx, filepath.Join(path, name), level+1, batch, done); err != nil {
 			return err
 		}
 	}
@@ -77,13 +73,10 @@ func (s *Store) walkLevel(ctx context.Context, path string, level int, batch fun
 
 // walkLeaf is walk's work on one leaf directory. It calls done even when
 // the walk stops early, so that work done in the shard is finished.
-func (s *Store) walkLeaf(ctx context.Context, path string, batch func(d dir, names []string) error, done func(d dir) error) error {
-	d, err := s.fs.OpenDir(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("walk: %w", err)
+func (s *Store) walkLeaf(ctx context.Context, path string, level int, batch func(d dir, names []string) error, done func(d dir) error) error {
+	d, ok, err := s.openWalked(path, level)
+	if !ok {
+		return err
 	}
 	defer d.Close()
 	err = walkBatches(ctx, d, batch)
@@ -93,6 +86,30 @@ func (s *Store) walkLeaf(ctx context.Context, path string, batch func(d dir, nam
 		}
 	}
 	return err
+}
+
+// openWalked opens the directory path, level levels below the data
+// directory, for the walk. It reports false, with no error, for one the
+// walk skips: one that vanished, or below the data directory a name that
+// a listing gave but that is no directory (a file, or a symlink, which
+// OpenDir does not follow). A listing gives names only, so this is where
+// the walk learns an entry's type, at no cost for the directories it
+// enters.
+func (s *Store) openWalked(path string, level int) (dir, bool, error) {
+	d, err := s.fs.OpenDir(path)
+	switch {
+	case err == nil:
+		return d, true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, false, nil
+	case level > 0:
+		// The errno for a symlink refused by O_NOFOLLOW varies (ELOOP
+		// on Linux, EMLINK on FreeBSD), so ask what the name is.
+		if fi, lerr := s.fs.Lstat(path); lerr == nil && !fi.IsDir() {
+			return nil, false, nil
+		}
+	}
+	return nil, false, fmt.Errorf("walk: %w", err)
 }
 
 // walkBatches calls batch for every readDirBatch names of d.
@@ -248,21 +265,21 @@ func (s *Store) sweep(ctx context.Context, try bool, note func(error)) (int, err
 // name. No lock covers them, so only age tells an orphan: a live creating
 // Open holds its temp file for a moment, not staleTempAge.
 func (s *Store) sweepInitTemps() error {
-	d, err := s.fs.OpenFile(s.root, os.O_RDONLY|noFollow|noBlock, 0)
+	d, err := s.fs.OpenDir(s.root)
 	if err != nil {
 		return fmt.Errorf("sweep root: %w", err)
 	}
-	ents, err := d.ReadDir(-1)
+	names, err := d.ReadNames(-1)
 	_ = d.Close() // error deliberately ignored: read-only directory handle
 	if err != nil {
 		return fmt.Errorf("sweep root: %w", err)
 	}
 	gone := false
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), initPrefix) {
+	for _, name := range names {
+		if !strings.HasPrefix(name, initPrefix) {
 			continue
 		}
-		path := filepath.Join(s.root, e.Name())
+		path := filepath.Join(s.root, name)
 		fi, err := s.fs.Lstat(path)
 		if err != nil || !fi.Mode().IsRegular() || s.now().Sub(fi.ModTime()) < staleTempAge {
 			continue // vanished, or not an orphan we may remove
@@ -323,7 +340,7 @@ func (s *Store) sweepCheck(d dir, name string) (sweepCandidate, bool, error) {
 		if err != nil {
 			return sweepCandidate{}, false, fmt.Errorf("skipped: %w", err)
 		}
-		if err := checkRecordFile(fi); err != nil {
+		if err := checkRecordFile(fi, s.uid); err != nil {
 			// A symlink, directory, FIFO, hard link or foreign file: corrupt
 			// whatever it holds, as read says. Reported, never removed.
 			return sweepCandidate{}, false, fmt.Errorf("skipped %s: %w", d.Path()+string(filepath.Separator)+name, err)
@@ -348,6 +365,20 @@ func (s *Store) sweepCheck(d dir, name string) (sweepCandidate, bool, error) {
 		return sweepCandidate{}, false, err
 	}
 	return sweepCandidate{name: name, lk: s.locks.of(sumOfHex(owner)), temp: true}, true, nil
+}
+
+// tempBorn is the earlier of fi's modification and status-change (ctime)
+// times: what a temp file's age is counted from. A temp file's
+// modification time may hold its record's expiry hint, in the future; its
+// ctime, which cannot be set, is then when the writer last touched it.
+// Where the system gives no ctime (fi.sys is unset) it is the modification
+// time.
+func tempBorn(fi fileStat) time.Time {
+	t := fi.ModTime()
+	if fi.sys && fi.ctime.Before(t) {
+		t = fi.ctime
+	}
+	return t
 }
 
 // sweepLocked enters the stripe that cands all share, once, and removes

@@ -236,15 +236,15 @@ func (s *Store) createMarker(m marker) (marker, error) {
 // isEmptyRoot reports whether root holds nothing but the temp files of a
 // concurrent creating Open.
 func isEmptyRoot(fsys fsys, root string) (bool, error) {
-	d, err := fsys.OpenFile(root, os.O_RDONLY|noFollow, 0)
+	d, err := fsys.OpenDir(root)
 	if err != nil {
 		return false, err
 	}
 	defer d.Close()
 	for {
-		ents, err := d.ReadDir(64)
-		for _, e := range ents {
-			if !strings.HasPrefix(e.Name(), initPrefix) {
+		names, err := d.ReadNames(64)
+		for _, name := range names {
+			if !strings.HasPrefix(name, initPrefix) {
 				return false, nil
 			}
 		}

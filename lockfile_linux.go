@@ -26,7 +26,7 @@ func (l *fdLock) UnlockRange(off int64) error {
 // lock must name no process (Pid 0).
 func (l *fdLock) lockRange(cmd int, typ int16, off int64) error {
 	lk := unix.Flock_t{Type: typ, Whence: 0, Start: off, Len: 1}
-	err := retryEINTR(func() error { return unix.FcntlFlock(uintptr(l.fd), cmd, &lk) })
+	err := ignoringEINTR(func() error { return unix.FcntlFlock(uintptr(l.fd), cmd, &lk) })
 	if err == unix.EAGAIN || err == unix.EACCES {
 		return errLockBusy
 	}
@@ -40,7 +40,7 @@ func (l *fdLock) lockRange(cmd int, typ int16, off int64) error {
 // conflict with a write lock of the byte at off, or F_UNLCK.
 func (l *fdLock) RangeLocked(off int64) (bool, error) {
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: off, Len: 1}
-	if err := retryEINTR(func() error { return unix.FcntlFlock(uintptr(l.fd), unix.F_OFD_GETLK, &lk) }); err != nil {
+	if err := ignoringEINTR(func() error { return unix.FcntlFlock(uintptr(l.fd), unix.F_OFD_GETLK, &lk) }); err != nil {
 		return true, &fs.PathError{Op: "fcntl", Path: l.name, Err: err}
 	}
 	return lk.Type != unix.F_UNLCK, nil

@@ -16,26 +16,11 @@ type fdLock struct {
 }
 
 func openLockFile(name string) (lockFile, error) {
-	var fd int
-	err := retryEINTR(func() (err error) {
-		fd, err = unix.Open(name, lockFileFlags|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-		return err
-	})
+	fd, err := openAt(unix.AT_FDCWD, name, lockFileFlags|noFollow|noBlock, 0)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 	}
 	return &fdLock{fd: fd, name: name}, nil
-}
-
-// retryEINTR calls fn until it fails with something other than EINTR: a
-// blocking call interrupted by a signal (the Go runtime sends SIGURG to
-// preempt goroutines) is to be made again.
-func retryEINTR(fn func() error) error {
-	for {
-		if err := fn(); err != unix.EINTR {
-			return err
-		}
-	}
 }
 
 func (l *fdLock) TryLock() error { return l.flock(unix.LOCK_EX | unix.LOCK_NB) }
@@ -48,7 +33,7 @@ func (l *fdLock) LockShared() error { return l.flock(unix.LOCK_SH) }
 // is still linked: one that is not excludes nobody who opens the path now.
 // The fstat costs no path lookup.
 func (l *fdLock) flock(how int) error {
-	err := retryEINTR(func() error { return unix.Flock(l.fd, how) })
+	err := ignoringEINTR(func() error { return unix.Flock(l.fd, how) })
 	if err == unix.EWOULDBLOCK {
 		return errLockBusy
 	}

@@ -1,6 +1,6 @@
 package filestore
 
-import "syscall"
+import "golang.org/x/sys/unix"
 
-// noATime is O_NOATIME: see openRecord.
-const noATime = syscall.O_NOATIME
+// noATime is O_NOATIME, which only Linux has: see openRecord.
+const noATime = unix.O_NOATIME

@@ -12,11 +12,7 @@ import (
 // mapFile maps the first size bytes of the regular file at path, shared
 // and writable, and returns the mapping and how to unmap it.
 func mapFile(path string, size int) ([]byte, func([]byte) error, error) {
-	var fd int
-	err := retryEINTR(func() (err error) {
-		fd, err = unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-		return err
-	})
+	fd, err := openAt(unix.AT_FDCWD, path, unix.O_RDWR|noFollow|noBlock, 0)
 	if err != nil {
 		return nil, nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
