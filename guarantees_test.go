@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gofrs/flock"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -352,7 +353,8 @@ func TestWalkBeyondOneBatch(t *testing.T) {
 		seen[r.ID] = true
 		return nil
 	}))
-	require.Len(t, seen, live, "ForEach visited %d of %d live records", len(seen), live)
+	// Not fatal: the sweep below is checked whatever ForEach did.
+	assert.Equal(t, live, len(seen), "ForEach visited %d of %d live records", len(seen), live)
 
 	n, err := s.DeleteExpired(ctx)
 	require.NoError(t, err)
@@ -419,13 +421,13 @@ func TestForEachVisitsEverythingAfterACorruptRecord(t *testing.T) {
 
 			seen := map[string]bool{}
 			err := s.ForEach(ctx, func(r Record) error { seen[r.ID] = true; return nil })
+			require.Equal(t, n-2, len(seen), "ForEach stopped at a corrupt record: %v", err)
+			require.False(t, seen[byPath[first]] || seen[byPath[other]])
 			require.ErrorIs(t, err, ErrCorrupt)
 			require.ErrorIs(t, err, ErrTooLarge)
 			require.Contains(t, err.Error(), filepath.Base(first))
 			require.Contains(t, err.Error(), filepath.Base(other))
 			require.NotContains(t, err.Error(), "session-")
-			require.Len(t, seen, n-2, "ForEach stopped at a corrupt record")
-			require.False(t, seen[byPath[first]] || seen[byPath[other]])
 		})
 	}
 }
