@@ -739,13 +739,19 @@ func TestOpenRefusesForeignMarker(t *testing.T) {
 		dir := t.TempDir()
 		marker := fmt.Sprintf(`{"format":%s,"version":2,"layout":"1x2","stripes":256}`, format)
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "filestore.json"), []byte(marker), 0o600))
-		_, err := Open(dir, &Options{SweepInterval: -1})
+		s, err := Open(dir, &Options{SweepInterval: -1})
+		if err == nil {
+			require.NoError(t, s.Close())
+		}
 		require.ErrorIs(t, err, ErrNotStore, "format %s", format)
 		require.Equal(t, []string{"filestore.json"}, dirOrder(t, dir), "format %s: a refused Open wrote", format)
 	}
 	// Without the format field at all.
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "filestore.json"), []byte(`{"version":2,"layout":"1x2","stripes":256}`), 0o600))
-	_, err := Open(dir, &Options{SweepInterval: -1})
+	s, err := Open(dir, &Options{SweepInterval: -1})
+	if err == nil {
+		require.NoError(t, s.Close())
+	}
 	require.ErrorIs(t, err, ErrNotStore)
 }
