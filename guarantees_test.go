@@ -74,17 +74,24 @@ func await[T any](t testing.TB, ch <-chan T, what string) T {
 	}
 }
 
-// closeInCleanup closes s when the test ends, waiting at most waitLimit:
+// closeInCleanup closes s when the test ends, waiting a bounded time:
 // Close waits for every lock s holds, and a test that failed because a lock
-// was never released must still end, with its failure reported.
+// was never released must still end, with its failure reported. Close has
+// nothing to wait for once the test's own goroutines are done, so the
+// bound is short, and shorter still after a failure, which is the likely
+// reason for a lock to be stuck.
 func closeInCleanup(t testing.TB, s *Store) {
 	t.Cleanup(func() {
+		limit := waitLimit / 3
+		if t.Failed() {
+			limit = 2 * time.Second
+		}
 		done := make(chan error, 1)
 		go func() { done <- s.Close() }()
 		select {
 		case <-done:
-		case <-time.After(waitLimit):
-			t.Errorf("Close still blocked after %v: a lock of the store was never released", waitLimit)
+		case <-time.After(limit):
+			t.Errorf("Close still blocked after %v: a lock of the store was never released", limit)
 		}
 	})
 }
