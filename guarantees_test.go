@@ -762,3 +762,130 @@ func TestOpenRefusesForeignMarker(t *testing.T) {
 	}
 	require.ErrorIs(t, err, ErrNotStore)
 }
+
+// TestTwoProcessesCreateOneStore is TestConcurrentCreateOneLayoutWins
+// across processes: two worker processes, one asking for "flat" and one
+// for "1x2", create a new store in each round, and exactly one of them
+// wins each round. Each round starts both at the same instant: the
+// parent holds an exclusive flock on the round's gate file, both workers
+// wait for a shared one, and the kernel wakes them together when the
+// parent lets go.
+func TestTwoProcessesCreateOneStore(t *testing.T) {
+	rounds := 20
+	if testing.Short() {
+		rounds = 5
+	}
+	if dir, arg, ok := worker(t); ok {
+		var layout, gates string
+		var n int
+		if _, err := fmt.Sscan(arg, &layout, &n, &gates); err != nil {
+			fail("arg %q: %v", arg, err)
+		}
+		for round := range n {
+			gate := flock.New(filepath.Join(gates, fmt.Sprint(round)))
+			fmt.Printf("ack %d waiting\n", round)
+			if err := gate.RLock(); err != nil {
+				fail("gate: %v", err)
+			}
+			_ = gate.Unlock() // error deliberately ignored: closing the descriptor unlocks
+			s, err := Open(filepath.Join(dir, fmt.Sprint(round)), &Options{SweepInterval: -1, Layout: layout})
+			switch {
+			case err == nil:
+				if got := s.Layout(); got != layout {
+					fail("asked for %s, got a store with %s", layout, got)
+				}
+				_ = s.Close() // error deliberately ignored: nothing was written through it
+				fmt.Printf("ack %d won\n", round)
+			case errors.Is(err, ErrLayout):
+				fmt.Printf("ack %d lost\n", round)
+			default:
+				fail("open: %v", err)
+			}
+		}
+		return
+	}
+
+	checkHygiene(t)
+	base, gates := t.TempDir(), t.TempDir()
+	var held []*flock.Flock
+	for round := range rounds {
+		g := flock.New(filepath.Join(gates, fmt.Sprint(round)))
+		require.NoError(t, g.Lock())
+		held = append(held, g)
+	}
+	layouts := []string{"flat", "1x2"}
+	type report struct{ round, result string }
+	reports := make([]chan report, len(layouts))
+	exited := make([]chan struct{}, len(layouts)) // closed when the worker has exited
+	exitErr := make([]error, len(layouts))        // set before exited is closed
+	for i, l := range layouts {
+		cmd, out := startWorker(t, base, fmt.Sprintf("%s %d %s", l, rounds, gates))
+		reports[i], exited[i] = make(chan report, 2*rounds), make(chan struct{})
+		go func() {
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				if a, ok := strings.CutPrefix(sc.Text(), "ack "); ok {
+					r, res, _ := strings.Cut(a, " ")
+					reports[i] <- report{r, res}
+				}
+			}
+			close(reports[i])
+			exitErr[i] = cmd.Wait() // after the last read, as os/exec requires
+			close(exited[i])
+		}()
+		t.Cleanup(func() {
+			select {
+			case <-exited[i]:
+			case <-time.After(waitLimit):
+				_ = cmd.Process.Kill() // error deliberately ignored: it may have exited just now
+				<-exited[i]
+			}
+		})
+	}
+	// Registered after the workers' Cleanups, so it runs first: a worker
+	// waiting at a gate when the test fails goes on and exits.
+	t.Cleanup(func() {
+		for _, g := range held {
+			_ = g.Unlock() // error deliberately ignored: unlocking twice is harmless here
+		}
+	})
+	// next is worker i's next report, which must be for round.
+	next := func(i, round int) string {
+		t.Helper()
+		r, ok := await(t, reports[i], "worker "+layouts[i]), true
+		if r == (report{}) {
+			ok = false // closed: the worker exited
+		}
+		require.True(t, ok, "worker %s exited before round %d", layouts[i], round)
+		require.Equal(t, fmt.Sprint(round), r.round, "worker %s", layouts[i])
+		return r.result
+	}
+	wins := map[string]int{}
+	for round := range rounds {
+		for i := range layouts {
+			require.Equal(t, "waiting", next(i, round), "worker %s", layouts[i])
+		}
+		require.NoError(t, held[round].Unlock())
+		results := make([]string, len(layouts))
+		for i := range layouts {
+			results[i] = next(i, round)
+		}
+		b, err := os.ReadFile(filepath.Join(base, fmt.Sprint(round), "filestore.json"))
+		require.NoError(t, err)
+		var m struct{ Layout string }
+		require.NoError(t, json.Unmarshal(b, &m))
+		wins[m.Layout]++
+		for i, res := range results {
+			want := "lost"
+			if layouts[i] == m.Layout {
+				want = "won"
+			}
+			require.Equal(t, want, res, "round %d: worker %s, marker %s", round, layouts[i], m.Layout)
+		}
+	}
+	for i := range layouts {
+		await(t, exited[i], "worker "+layouts[i]+" to exit")
+		require.NoError(t, exitErr[i], "worker %s", layouts[i])
+	}
+	t.Logf("%d rounds: layouts won %v", rounds, wins)
+}
