@@ -29,11 +29,13 @@ import (
 // RELIABILITY.md's mutation table records, change by change.
 //
 // They work through the public API, the on-disk format (file names are the
-// SHA-256 of the id, a record's stripe in a store created now is the first
-// byte of that hash, locks/sweep.lock is the sweep lock) and real
-// processes, so that they keep working when the engine's locks and its OS
-// layer are rebuilt. The only unexported names they use are the test
-// helpers of this package.
+// SHA-256 of the id, temp files are .tmp-<hash>-<random>, a record's stripe
+// in a store created now is the first byte of that hash, locks/sweep.lock
+// is the sweep lock) and real processes, so that they keep working when
+// the engine's locks and its OS layer are rebuilt. They use no unexported
+// name of the engine, only test helpers: openTest, checkHygiene, increment
+// and readCounter (filestore_test.go); worker, its environment variables,
+// workerStore, startWorker and fail (process_test.go).
 //
 // A lock another store holds is held by a worker process (holdInWorker):
 // flock(2) excludes open file descriptions, so two Stores of one process
@@ -109,9 +111,9 @@ func openAgain(t testing.TB, s *Store, opts *Options) *Store {
 	return o
 }
 
-// recordPath is where a store with the given layout keeps id's record:
+// recordFile is where a store with the given layout keeps id's record:
 // data/, a directory per 2 hex digits of the hash for "1x2", and the hash.
-func recordPath(root, layout, id string) string {
+func recordFile(root, layout, id string) string {
 	h := hashHex(id)
 	switch layout {
 	case "flat":
@@ -119,7 +121,7 @@ func recordPath(root, layout, id string) string {
 	case "1x2":
 		return filepath.Join(root, "data", h[:2], h)
 	}
-	panic("recordPath: layout " + layout)
+	panic("recordFile: layout " + layout)
 }
 
 func hashHex(id string) string {
@@ -138,7 +140,7 @@ func requireWaits(t *testing.T, what string, op func(ctx context.Context) error)
 	ctx, cancel := context.WithTimeout(context.Background(), stillBlocked)
 	defer cancel()
 	err := op(ctx)
-	require.ErrorIs(t, err, context.DeadlineExceeded, "%s did not wait for a lock held by another process", what)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "%s did not wait for a lock held elsewhere", what)
 }
 
 // lockHolder is a worker process that holds one record's lock inside an
@@ -300,7 +302,7 @@ func TestDeleteAndSweepExcludeOtherProcesses(t *testing.T) {
 	checkHygiene(t)
 	s := openTest(t, nil)
 	const id = "logged-in"
-	path := recordPath(s.Dir(), "1x2", id)
+	path := recordFile(s.Dir(), "1x2", id)
 	require.NoError(t, s.Save(bounded(t), id, []byte("old"), time.Now().Add(-time.Minute)))
 
 	// An expired record, so that the sweeper wants it too.
@@ -414,12 +416,12 @@ func TestForEachVisitsEverythingAfterACorruptRecord(t *testing.T) {
 			for i := range n {
 				id := fmt.Sprintf("session-%d", i)
 				require.NoError(t, s.Save(ctx, id, []byte("x"), time.Time{}))
-				byPath[recordPath(s.Dir(), layout, id)] = id
+				byPath[recordFile(s.Dir(), layout, id)] = id
 			}
 			first := firstInWalkOrder(t, s)
-			other := recordPath(s.Dir(), layout, "session-7")
+			other := recordFile(s.Dir(), layout, "session-7")
 			if other == first {
-				other = recordPath(s.Dir(), layout, "session-8")
+				other = recordFile(s.Dir(), layout, "session-8")
 			}
 			// Overwritten in place: the directory entries, and so their
 			// order, stay as they were.
@@ -453,13 +455,13 @@ func TestSweeperLeavesForeignFiles(t *testing.T) {
 			s := openTest(t, &Options{SweepInterval: -1, Layout: layout})
 			ctx := bounded(t)
 			const id = "expired-session"
-			rec := recordPath(s.Dir(), layout, id)
+			rec := recordFile(s.Dir(), layout, id)
 			require.NoError(t, s.Save(ctx, id, []byte("x"), time.Now().Add(-time.Hour)))
 			content, err := os.ReadFile(rec)
 			require.NoError(t, err)
 			shard, h := filepath.Dir(rec), filepath.Base(rec)
 			data := filepath.Join(s.Dir(), "data")
-			ours := filepath.Join(shard, tempPrefix+h+"-crashed")
+			ours := filepath.Join(shard, ".tmp-"+h+"-crashed")
 
 			foreign := map[string][]byte{
 				filepath.Join(shard, ".nfs0000000000a1b2c300000001"):       []byte("open elsewhere"),
@@ -470,7 +472,7 @@ func TestSweeperLeavesForeignFiles(t *testing.T) {
 				filepath.Join(shard, ".tmp-"+strings.Repeat("g", 64)+"-x"): []byte("not a hash"),
 				filepath.Join(shard, ".tmp-"+h):                            []byte("no random suffix"),
 				filepath.Join(shard, ".tmp-"+h[:63]+"-x"):                  []byte("short hash"),
-				filepath.Join(shard, initPrefix+"x"):                       []byte("init temps live in the root"),
+				filepath.Join(shard, ".filestore-init-x"):                  []byte("init temps live in the root"),
 				filepath.Join(data, "NOTES.txt"):                           []byte("operator's notes"),
 				filepath.Join(s.Dir(), "NOTES.txt"):                        []byte("operator's notes"),
 				filepath.Join(s.Dir(), "filestore.json.bak"):               []byte("{}"),
@@ -547,7 +549,7 @@ func TestFlatSweepLocksEachStripe(t *testing.T) {
 		first, err = s.DeleteExpired(ctx)
 		return err
 	})
-	require.FileExists(t, recordPath(s.Dir(), "flat", held), "removed under another stripe's lock")
+	require.FileExists(t, recordFile(s.Dir(), "flat", held), "removed under another stripe's lock")
 
 	h.release(t)
 	n, err := s.DeleteExpired(bounded(t))
@@ -567,7 +569,7 @@ func TestHugeFileNeverReadWhole(t *testing.T) {
 	s := openTest(t, nil)
 	ctx := bounded(t)
 	const id = "huge"
-	path := recordPath(s.Dir(), "1x2", id)
+	path := recordFile(s.Dir(), "1x2", id)
 	require.NoError(t, s.Save(ctx, id, []byte("x"), time.Time{})) // makes its shard directory
 
 	ops := []struct {
@@ -623,8 +625,8 @@ func TestTempFileRemovedOnlyUnderItsLock(t *testing.T) {
 	id := idsByStripe("writing", 2)[1]
 	require.NotZero(t, stripe(id))
 	require.NoError(t, s.Save(bounded(t), id, []byte("x"), time.Now().Add(time.Hour)))
-	rec := recordPath(s.Dir(), "1x2", id)
-	tmp := filepath.Join(filepath.Dir(rec), tempPrefix+filepath.Base(rec)+"-slowdisk")
+	rec := recordFile(s.Dir(), "1x2", id)
+	tmp := filepath.Join(filepath.Dir(rec), ".tmp-"+filepath.Base(rec)+"-slowdisk")
 	require.NoError(t, os.WriteFile(tmp, []byte("partial"), 0o600))
 	old := time.Now().Add(-time.Hour)
 	require.NoError(t, os.Chtimes(tmp, old, old))
