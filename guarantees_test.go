@@ -592,7 +592,11 @@ func TestHugeFileNeverReadWhole(t *testing.T) {
 	for _, size := range []int64{64 << 20, 1 << 40} {
 		require.NoError(t, os.WriteFile(path, nil, 0o600))
 		if err := os.Truncate(path, size); err != nil {
-			t.Skipf("cannot make a sparse file of %d bytes here: %v", size, err)
+			// A filesystem with a smaller file size limit (EFBIG): the
+			// 64 MiB file has made the point already.
+			require.NotEqual(t, int64(64<<20), size, "truncate: %v", err)
+			t.Logf("no sparse file of %d bytes here: %v", size, err)
+			break
 		}
 		for _, op := range ops {
 			var before, after runtime.MemStats
