@@ -68,48 +68,92 @@ func mutate(b []byte, fix bool, fn func([]byte) []byte) []byte {
 	return c
 }
 
+// badRecords is every class of malformed record, each for the id "id".
 func badRecords(t testing.TB) map[string][]byte {
-	good := encodeRecord("id", []byte("payload"), time.Unix(2000000000, 0), 7, false)
-	zgood := encodeRecord("id", bytes.Repeat([]byte("z"), 4096), time.Time{}, 7, true)
-	require.NotZero(t, zgood[offFlags]&flagZstd)
-	bomb := zstdRLEBomb(32 << 20)
-	return map[string][]byte{
-		"empty":            {},
-		"zeros":            make([]byte, 256),
-		"truncated header": good[:20],
-		"truncated body":   good[:len(good)-6],
-		"trailing bytes":   append(append([]byte(nil), good...), 0),
-		"bad magic":        mutate(good, true, func(b []byte) []byte { b[0] = 'X'; return b }),
-		"future version":   mutate(good, true, func(b []byte) []byte { b[offVersion] = 2; return b }),
-		"unknown flags":    mutate(good, true, func(b []byte) []byte { b[offFlags] = 0x80; return b }),
-		"reserved set":     mutate(good, true, func(b []byte) []byte { b[6] = 1; return b }),
-		"header crc":       mutate(good, false, func(b []byte) []byte { b[offExpiry] ^= 1; return b }),
-		"payload crc":      mutate(good, false, func(b []byte) []byte { b[len(b)-5] ^= 1; return b }),
-		"huge length": mutate(good, true, func(b []byte) []byte {
-			binary.BigEndian.PutUint32(b[offStored:], math.MaxUint32)
-			return b
-		}),
-		"negative expiry": mutate(good, true, func(b []byte) []byte {
-			binary.BigEndian.PutUint64(b[offExpiry:], math.MaxUint64)
-			return b
-		}),
-		"zero id length": mutate(good, true, func(b []byte) []byte {
-			binary.BigEndian.PutUint16(b[offIDLen:], 0)
-			return b
-		}),
-		"raw length mismatch": mutate(good, true, func(b []byte) []byte {
-			binary.BigEndian.PutUint32(b[offDecoded:], 3)
-			return b
-		}),
-		"bad zstd frame": mutate(zgood, true, func(b []byte) []byte {
-			b[headerSize+2] ^= 0xff
-			return b
-		}),
-		"truncated zstd frame": rebuild(zgood, func(p []byte) []byte { return p[:len(p)/2] }),
-		"zstd bomb":            rebuildZstd("id", bomb, len(bomb)*2),
-		"oversize inflate":     rebuildZstd("id", bomb, 64<<20),
-		"unknown dictionary":   rebuildZstd("id", zstdFrame(0x01, []byte{42}, zstdRaw([]byte("hello"), true)), 5),
+	return badRecordsFor(t, func(string) string { return "id" })
+}
+
+// badRecordsFor is badRecords with each record made for the id idOf
+// returns for its class, so that it can be planted at that id's path and
+// fail there for its own defect, not for holding another id.
+func badRecordsFor(t testing.TB, idOf func(class string) string) map[string][]byte {
+	good := func(id string) []byte {
+		return encodeRecord(id, []byte("payload"), time.Unix(2000000000, 0), 7, false)
 	}
+	zgood := func(id string) []byte {
+		z := encodeRecord(id, bytes.Repeat([]byte("z"), 4096), time.Time{}, 7, true)
+		require.NotZero(t, z[offFlags]&flagZstd)
+		return z
+	}
+	bomb := zstdRLEBomb(32 << 20)
+	classes := map[string]func(id string) []byte{
+		"empty":            func(string) []byte { return []byte{} },
+		"zeros":            func(string) []byte { return make([]byte, 256) },
+		"truncated header": func(id string) []byte { return good(id)[:20] },
+		"truncated body":   func(id string) []byte { g := good(id); return g[:len(g)-6] },
+		"trailing bytes":   func(id string) []byte { return append(good(id), 0) },
+		"bad magic": func(id string) []byte {
+			return mutate(good(id), true, func(b []byte) []byte { b[0] = 'X'; return b })
+		},
+		"future version": func(id string) []byte {
+			return mutate(good(id), true, func(b []byte) []byte { b[offVersion] = 2; return b })
+		},
+		"unknown flags": func(id string) []byte {
+			return mutate(good(id), true, func(b []byte) []byte { b[offFlags] = 0x80; return b })
+		},
+		"reserved set": func(id string) []byte {
+			return mutate(good(id), true, func(b []byte) []byte { b[6] = 1; return b })
+		},
+		"header crc": func(id string) []byte {
+			return mutate(good(id), false, func(b []byte) []byte { b[offExpiry] ^= 1; return b })
+		},
+		"payload crc": func(id string) []byte {
+			return mutate(good(id), false, func(b []byte) []byte { b[len(b)-5] ^= 1; return b })
+		},
+		"huge length": func(id string) []byte {
+			return mutate(good(id), true, func(b []byte) []byte {
+				binary.BigEndian.PutUint32(b[offStored:], math.MaxUint32)
+				return b
+			})
+		},
+		"negative expiry": func(id string) []byte {
+			return mutate(good(id), true, func(b []byte) []byte {
+				binary.BigEndian.PutUint64(b[offExpiry:], math.MaxUint64)
+				return b
+			})
+		},
+		"zero id length": func(id string) []byte {
+			return mutate(good(id), true, func(b []byte) []byte {
+				binary.BigEndian.PutUint16(b[offIDLen:], 0)
+				return b
+			})
+		},
+		"raw length mismatch": func(id string) []byte {
+			return mutate(good(id), true, func(b []byte) []byte {
+				binary.BigEndian.PutUint32(b[offDecoded:], 3)
+				return b
+			})
+		},
+		"bad zstd frame": func(id string) []byte {
+			return mutate(zgood(id), true, func(b []byte) []byte {
+				b[headerSize+len(id)] ^= 0xff // the frame's magic
+				return b
+			})
+		},
+		"truncated zstd frame": func(id string) []byte {
+			return rebuild(zgood(id), func(p []byte) []byte { return p[:len(p)/2] })
+		},
+		"zstd bomb":        func(id string) []byte { return rebuildZstd(id, bomb, len(bomb)*2) },
+		"oversize inflate": func(id string) []byte { return rebuildZstd(id, bomb, 64<<20) },
+		"unknown dictionary": func(id string) []byte {
+			return rebuildZstd(id, zstdFrame(0x01, []byte{42}, zstdRaw([]byte("hello"), true)), 5)
+		},
+	}
+	recs := make(map[string][]byte, len(classes))
+	for class, mk := range classes {
+		recs[class] = mk(idOf(class))
+	}
+	return recs
 }
 
 // rebuild re-encodes a compressed record with its stored payload changed.
@@ -143,20 +187,27 @@ func TestDecodeRejectsBadRecords(t *testing.T) {
 
 // TestBadRecordsThroughTheStore checks every bad record class through
 // Load, ForEach and the sweeper: each reports a typed error, none panics,
-// none is modified or removed.
+// none is modified or removed. Each record is made for the id it is
+// planted under, so that the store refuses it for its own defect (the
+// checksum, a header field, a length), the one the decoder names, and not
+// for holding another id, which would hide every other check.
 func TestBadRecordsThroughTheStore(t *testing.T) {
 	s := openTest(t, nil)
-	recs := badRecords(t)
+	id := func(class string) string { return "secret-" + class }
+	recs := badRecordsFor(t, id)
 	for name, b := range recs {
-		r, _ := s.refOf("secret-" + name)
+		r, _ := s.refOf(id(name))
 		require.NoError(t, os.MkdirAll(r.dir, 0o700))
 		require.NoError(t, os.WriteFile(r.path(), b, 0o600))
 	}
 	for name, b := range recs {
-		_, err := s.Load(bg, "secret-"+name)
+		_, err := s.Load(bg, id(name))
 		require.True(t, errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTooLarge), "%s: %v", name, err)
+		_, derr := decodeRecord(b, s.MaxRecordSize())
+		require.Error(t, derr, name)
+		require.Contains(t, err.Error(), strings.TrimPrefix(derr.Error(), "filestore: "), "%s: refused for another reason than its own", name)
 		require.NotContains(t, err.Error(), "secret-")
-		r, _ := s.refOf("secret-" + name)
+		r, _ := s.refOf(id(name))
 		got, err := os.ReadFile(r.path())
 		require.NoError(t, err)
 		require.Equal(t, b, got, "%s: a read must not modify the file", name)

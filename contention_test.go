@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,9 +37,17 @@ func contentionSize() int {
 	return 1000
 }
 
+// writerGoroutines is how many goroutines each writer process runs. A
+// real server updates sessions from many goroutines at once, and
+// goroutines of one process share its lock file descriptors: with one
+// goroutine per process, a lock released in the wrong order within the
+// process (the in-process mutex before the flock) would go unnoticed.
+const writerGoroutines = 3
+
 // contentionWorker runs the worker side of the counter tests. arg is
 // "writer <n> <ids>" or "reader <ids>", where ids is how many counters
-// there are (named by counterID).
+// there are (named by counterID). A writer makes n increments in all,
+// spread over writerGoroutines goroutines.
 func contentionWorker(dir, arg string) {
 	s := workerStore(dir, &Options{SweepInterval: -1, NoSync: true})
 	defer s.Close()
@@ -47,17 +56,23 @@ func contentionWorker(dir, arg string) {
 	switch f[0] {
 	case "writer":
 		n, _ := strconv.Atoi(f[1])
-		done := make([]int, ids)
+		done := make([]atomic.Int64, ids)
 		waitForFile(filepath.Join(dir, "go"))
-		for range n {
-			i := rand.IntN(ids)
-			if err := s.Update(bg, counterID(i), increment); err != nil {
-				fail("update: %v", err)
-			}
-			done[i]++
+		var wg sync.WaitGroup
+		for g := range writerGoroutines {
+			wg.Go(func() {
+				for k := g; k < n; k += writerGoroutines {
+					i := rand.IntN(ids)
+					if err := s.Update(bg, counterID(i), increment); err != nil {
+						fail("update: %v", err)
+					}
+					done[i].Add(1)
+				}
+			})
 		}
-		for i, c := range done {
-			fmt.Printf("ack %d %d\n", i, c)
+		wg.Wait()
+		for i := range done {
+			fmt.Printf("ack %d %d\n", i, done[i].Load())
 		}
 	case "reader":
 		// A counter is never torn, corrupt or going backwards. Read
@@ -162,11 +177,12 @@ func runCounterContention(t *testing.T, procs, ids int) {
 	require.Equal(t, procs*each, total)
 	require.NoError(t, s.ForEach(bg, func(Record) error { return nil }), "no corrupt record")
 	requireNoTempFiles(t, dir)
-	t.Logf("%d writers x %d updates over %d ids: total %d, 0 corrupt", procs, each, ids, total)
+	t.Logf("%d writers (%d goroutines each) x %d updates over %d ids: total %d, 0 corrupt", procs, writerGoroutines, each, ids, total)
 }
 
-// TestContentionOneCounter: 8 processes x 1,000 Updates of one id end at
-// exactly 8,000 while 2 reader processes watch it.
+// TestContentionOneCounter: 8 processes x 1,000 Updates of one id, each
+// process running writerGoroutines goroutines, end at exactly 8,000 while
+// 2 reader processes watch it.
 func TestContentionOneCounter(t *testing.T) { runCounterContention(t, 8, 1) }
 
 // TestContentionManyCounters: the same over 64 ids, which spreads the

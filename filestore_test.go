@@ -34,7 +34,7 @@ func openTest(t testing.TB, opts *Options) *Store {
 	}
 	s, err := Open(filepath.Join(t.TempDir(), "store"), &o)
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = s.Close() })
+	closeInCleanup(t, s)
 	return s
 }
 
@@ -309,38 +309,44 @@ func TestContextCancelled(t *testing.T) {
 func TestLockWaitHonoursContext(t *testing.T) {
 	checkHygiene(t)
 	s := openTest(t, nil)
-	other, err := Open(s.Dir(), &Options{SweepInterval: -1})
-	require.NoError(t, err)
-	defer other.Close()
+	other := openAgain(t, s, nil)
 
-	held := make(chan struct{})
-	release := make(chan struct{})
-	done := make(chan error)
+	held, stop := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(stop) })
+	// Let the Update go before the stores' Close, which waits for it, even
+	// if the test fails while it holds the lock.
+	t.Cleanup(release)
+	done := make(chan error, 1)
+	ctx := bounded(t)
 	go func() {
-		done <- s.Update(bg, "id", func(*Record) (*Record, error) {
+		done <- s.Update(ctx, "id", func(*Record) (*Record, error) {
 			close(held)
-			<-release
+			<-stop
 			return &Record{Data: []byte("first")}, nil
 		})
 	}()
-	<-held
+	select {
+	case <-held:
+	case err := <-done:
+		t.Fatalf("holding the lock: %v", err)
+	}
 	// Another Store (its own fds, its own mutexes) must wait on the flock
 	// and give up when its context ends.
-	ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
+	ctx1, cancel := context.WithTimeout(bg, 50*time.Millisecond)
 	defer cancel()
-	err = other.Save(ctx, "id", []byte("second"), time.Time{})
+	err := other.Save(ctx1, "id", []byte("second"), time.Time{})
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	// So must a goroutine of the same Store.
 	ctx2, cancel2 := context.WithTimeout(bg, 50*time.Millisecond)
 	defer cancel2()
 	require.ErrorIs(t, s.Delete(ctx2, "id"), context.DeadlineExceeded)
-	close(release)
-	require.NoError(t, <-done)
+	release()
+	require.NoError(t, await(t, done, "the lock holder's Update"))
 	r, err := other.Load(bg, "id")
 	require.NoError(t, err)
 	require.Equal(t, "first", string(r.Data))
 	// The abandoned flock waiter released the lock: it can be taken again.
-	require.NoError(t, other.Save(bg, "id", []byte("third"), time.Time{}))
+	require.NoError(t, other.Save(ctx, "id", []byte("third"), time.Time{}))
 }
 
 func TestClose(t *testing.T) {

@@ -78,20 +78,26 @@ func kernelWorker(t *testing.T, bin, dir, arg string, attr *syscall.SysProcAttr)
 	return strings.TrimSpace(report)
 }
 
-// faultReport collects the checks of one worker.
+// faultReport collects the checks of one worker, or of a test that makes
+// its fault in its own process.
 type faultReport struct {
 	s     *Store
 	errno syscall.Errno
 	seen  []string
+	// failf reports a failed check and ends the run: fail, which exits, in
+	// a worker; t.Fatalf in a test's own process, where an exit would end
+	// every later test unreported and skip the Cleanups that undo its
+	// fault.
+	failf func(format string, args ...any)
 }
 
 // expect requires err to match the errno, and records the operation.
 func (r *faultReport) expect(op string, err error) {
 	if err == nil {
-		fail("%s succeeded, want %v", op, r.errno)
+		r.failf("%s succeeded, want %v", op, r.errno)
 	}
 	if !errors.Is(err, r.errno) {
-		fail("%s: %v does not match %v", op, err, r.errno)
+		r.failf("%s: %v does not match %v", op, err, r.errno)
 	}
 	r.seen = append(r.seen, op)
 }
@@ -101,7 +107,7 @@ func (r *faultReport) expect(op string, err error) {
 func (r *faultReport) intact() {
 	rec, err := r.s.Load(bg, "keep")
 	if err != nil || string(rec.Data) != keepData {
-		fail("keep lost: %v", err)
+		r.failf("keep lost: %v", err)
 	}
 	err = filepath.WalkDir(r.s.Dir(), func(p string, d fs.DirEntry, err error) error {
 		if errors.Is(err, fs.ErrPermission) {
@@ -113,7 +119,7 @@ func (r *faultReport) intact() {
 		return err
 	})
 	if err != nil {
-		fail("%v", err)
+		r.failf("%v", err)
 	}
 }
 
@@ -150,7 +156,7 @@ func TestKernelENOSPC(t *testing.T) {
 			return
 		}
 		s := workerStore(filepath.Join(dir, "store"), nil)
-		r := &faultReport{s: s, errno: syscall.ENOSPC}
+		r := &faultReport{s: s, errno: syscall.ENOSPC, failf: fail}
 		if err := s.Save(bg, "keep", []byte(keepData), time.Time{}); err != nil {
 			fail("save: %v", err)
 		}
@@ -203,7 +209,7 @@ func TestKernelEROFS(t *testing.T) {
 		if err != nil {
 			fail("open a read-only store: %v", err)
 		}
-		r := &faultReport{s: s, errno: syscall.EROFS}
+		r := &faultReport{s: s, errno: syscall.EROFS, failf: fail}
 		r.intact()
 		r.expect("save", s.Save(bg, "keep", []byte("new"), time.Time{}))
 		r.expect("save new stripe", s.Save(bg, "never-saved", []byte("new"), time.Time{}))
@@ -241,7 +247,7 @@ func TestKernelEACCES(t *testing.T) {
 			return
 		}
 		s := workerStore(dir, nil)
-		r := &faultReport{s: s, errno: syscall.EACCES}
+		r := &faultReport{s: s, errno: syscall.EACCES, failf: fail}
 		_, err := s.Load(bg, "victim")
 		r.expect("load", err)
 		// The record may be fine: a caller told ErrCorrupt would delete it.
@@ -323,7 +329,7 @@ func TestKernelEPERM(t *testing.T) {
 	require.NoError(t, setImmutable(stale.path(), true))
 	t.Cleanup(func() { _ = setImmutable(stale.path(), false) })
 
-	r := &faultReport{s: s, errno: syscall.EPERM}
+	r := &faultReport{s: s, errno: syscall.EPERM, failf: t.Fatalf}
 	r.expect("save", s.Save(bg, "keep", []byte("new"), time.Time{}))
 	r.expect("update", s.Update(bg, "keep", setNew))
 	r.expect("update delete", s.Update(bg, "keep", func(*Record) (*Record, error) { return nil, nil }))
@@ -396,7 +402,7 @@ func TestKernelEFBIG(t *testing.T) {
 			fmt.Printf("ack skip setrlimit: %v\n", err)
 			return
 		}
-		r := &faultReport{s: s, errno: syscall.EFBIG}
+		r := &faultReport{s: s, errno: syscall.EFBIG, failf: fail}
 		big := make([]byte, 256<<10)
 		r.expect("save", s.Save(bg, "keep", big, time.Time{}))
 		r.expect("update", s.Update(bg, "keep", func(*Record) (*Record, error) { return &Record{Data: big}, nil }))

@@ -13,68 +13,86 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// Every wait in these tests is bounded (waitLimit, bounded and await in
+// guarantees_test.go), and every lock a test takes is let go in a Cleanup
+// registered after its stores', so that it runs before their Close: a lock
+// test that fails ends with its failure, never a hang until -timeout.
+
 // twoStores opens two Stores on one directory. Each has its own in-process
 // mutexes, so only the lock files exclude one from the other, exactly as
 // between two processes.
 func twoStores(t *testing.T) (*Store, *Store) {
 	a := openTest(t, nil)
-	b, err := Open(a.Dir(), &Options{SweepInterval: -1})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = b.Close() })
-	return a, b
+	return a, openAgain(t, a, nil)
 }
 
 // holdLock makes s hold id's lock, in an Update, until the returned func is
 // called; that func waits for the Update to return.
 func holdLock(t *testing.T, s *Store, id string) (release func()) {
+	t.Helper()
 	held, done := make(chan struct{}), make(chan error, 1)
 	stop := make(chan struct{})
-	go func() {
-		done <- s.Update(bg, id, func(r *Record) (*Record, error) {
-			close(held)
-			<-stop
-			return r, nil
-		})
-	}()
-	<-held
 	var once sync.Once
 	let := func() { once.Do(func() { close(stop) }) }
 	// If the test fails while the lock is held, let go before the stores'
 	// Close (registered earlier, so run later) waits for it.
 	t.Cleanup(let)
+	ctx := bounded(t)
+	go func() {
+		done <- s.Update(ctx, id, func(r *Record) (*Record, error) {
+			close(held)
+			<-stop
+			return r, nil
+		})
+	}()
+	select {
+	case <-held:
+	case err := <-done: // the Update failed before its fn ran
+		t.Fatalf("holding the lock: %v", err)
+	}
 	return func() {
+		t.Helper()
 		let()
-		require.NoError(t, <-done)
+		require.NoError(t, await(t, done, "the lock holder's Update"))
 	}
 }
 
-// requireExcluded checks that s cannot take id's lock: a Save waits, and
-// gives up when its context ends.
+// requireExcluded checks that s cannot take id's lock: a Save, a Delete and
+// an Update each wait, and give up when their context ends, leaving the
+// record as it was.
 func requireExcluded(t *testing.T, s *Store, id string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
-	defer cancel()
-	err := s.Save(ctx, id, []byte("late"), time.Time{})
-	require.ErrorIs(t, err, context.DeadlineExceeded, "Save did not wait for a lock held elsewhere")
+	before, beforeErr := s.Load(bg, id)
+	requireWaits(t, "Save", func(ctx context.Context) error { return s.Save(ctx, id, []byte("late"), time.Time{}) })
+	requireWaits(t, "Delete", func(ctx context.Context) error { return s.Delete(ctx, id) })
+	requireWaits(t, "Update", func(ctx context.Context) error {
+		return s.Update(ctx, id, func(*Record) (*Record, error) {
+			return nil, errors.New("fn ran while the lock was held elsewhere")
+		})
+	})
+	after, afterErr := s.Load(bg, id)
+	require.Equal(t, beforeErr, afterErr)
+	require.Equal(t, before, after, "the record changed while its lock was held elsewhere")
 }
 
 // TestKeptLockFilesExclude: a store's kept-open lock files exclude another
 // store both ways, whichever took its lock first, and a release lets the
 // other in.
 func TestKeptLockFilesExclude(t *testing.T) {
+	ctx := bounded(t)
 	a, b := twoStores(t)
 	const id = "shared"
-	require.NoError(t, a.Save(bg, id, []byte("a"), time.Time{})) // a now keeps the stripe's lock file open
+	require.NoError(t, a.Save(ctx, id, []byte("a"), time.Time{})) // a now keeps the stripe's lock file open
 
 	release := holdLock(t, b, id)
 	requireExcluded(t, a, id)
 	release()
-	require.NoError(t, a.Save(bg, id, []byte("a2"), time.Time{}))
+	require.NoError(t, a.Save(ctx, id, []byte("a2"), time.Time{}))
 
 	release = holdLock(t, a, id)
 	requireExcluded(t, b, id)
 	release()
-	require.NoError(t, b.Save(bg, id, []byte("b"), time.Time{}))
+	require.NoError(t, b.Save(ctx, id, []byte("b"), time.Time{}))
 }
 
 // TestDeletedLockFilesStillExclude removes every lock file while two stores
@@ -83,10 +101,11 @@ func TestKeptLockFilesExclude(t *testing.T) {
 // reopen the path, or the two would lock different inodes and exclude
 // nothing.
 func TestDeletedLockFilesStillExclude(t *testing.T) {
+	ctx := bounded(t)
 	a, b := twoStores(t)
 	const id = "shared"
-	require.NoError(t, a.Save(bg, id, []byte("a"), time.Time{}))
-	require.NoError(t, b.Save(bg, id, []byte("b"), time.Time{}))
+	require.NoError(t, a.Save(ctx, id, []byte("a"), time.Time{}))
+	require.NoError(t, b.Save(ctx, id, []byte("b"), time.Time{}))
 
 	locks, err := filepath.Glob(filepath.Join(a.Dir(), locksDir, "stripe-*.lock"))
 	require.NoError(t, err)
@@ -98,7 +117,7 @@ func TestDeletedLockFilesStillExclude(t *testing.T) {
 	release := holdLock(t, b, id) // b recreates the lock file and locks it
 	requireExcluded(t, a, id)     // a's old descriptor is for the removed file
 	release()
-	require.NoError(t, a.Save(bg, id, []byte("a2"), time.Time{}))
+	require.NoError(t, a.Save(ctx, id, []byte("a2"), time.Time{}))
 	rec, err := b.Load(bg, id)
 	require.NoError(t, err)
 	require.Equal(t, "a2", string(rec.Data))
@@ -114,9 +133,10 @@ func TestDeletedLockFilesStillExclude(t *testing.T) {
 // release its lock before closing the lock files, the Update completes
 // normally, and nothing stays open.
 func TestCloseWaitsForLockHolders(t *testing.T) {
+	ctx := bounded(t)
 	s := openTest(t, nil)
 	const id = "busy"
-	require.NoError(t, s.Save(bg, id, []byte("1"), time.Time{}))
+	require.NoError(t, s.Save(ctx, id, []byte("1"), time.Time{}))
 	release := holdLock(t, s, id)
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
@@ -126,7 +146,7 @@ func TestCloseWaitsForLockHolders(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 	release() // the Update returns nil: it completed normally
-	require.NoError(t, <-closed)
+	require.NoError(t, await(t, closed, "Close"))
 	require.ErrorIs(t, s.Close(), ErrClosed)
 }
 
@@ -134,17 +154,20 @@ func TestCloseWaitsForLockHolders(t *testing.T) {
 // that was already running when Close was called) still excludes, through
 // a fresh descriptor that it does not keep.
 func TestLockerAfterClose(t *testing.T) {
+	ctx := bounded(t)
 	a, b := twoStores(t)
 	const id = "late"
 	r, err := a.refOf(id)
 	require.NoError(t, err)
 	a.locks.close()
-	unlock, err := a.locks.lock(bg, r.lk)
+	unlock, err := a.locks.lock(ctx, r.lk)
 	require.NoError(t, err)
+	unlockOnce := sync.OnceFunc(unlock)
+	t.Cleanup(unlockOnce) // before a's Close, which waits for it
 	requireExcluded(t, b, id)
-	unlock()
+	unlockOnce()
 	require.Nil(t, a.locks.stripes[r.lk.stripe].file, "a closed locker kept a lock file open")
-	require.NoError(t, b.Save(bg, id, []byte("b"), time.Time{}))
+	require.NoError(t, b.Save(ctx, id, []byte("b"), time.Time{}))
 }
 
 // TestStripesFollowShards: in a store created now (marker version 2) every
@@ -181,6 +204,7 @@ func TestStripesFollowShards(t *testing.T) {
 // refused, as the earlier release refuses version 2.
 func TestVersion1StoreKeepsItsStripes(t *testing.T) {
 	checkHygiene(t)
+	ctx := bounded(t)
 	root := filepath.Join(t.TempDir(), "old")
 	require.NoError(t, os.Mkdir(root, 0o700))
 	require.NoError(t, os.WriteFile(filepath.Join(root, markerName),
@@ -201,9 +225,16 @@ func TestVersion1StoreKeepsItsStripes(t *testing.T) {
 	oldPath := filepath.Join(root, locksDir, fmt.Sprintf("stripe-%04x.lock", oldStripe))
 	release, err := flockFile(bg, oldPath, true)
 	require.NoError(t, err)
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			_ = release() // error deliberately ignored: the test has failed already
+		}
+	})
 	requireExcluded(t, s, id)
+	released = true
 	require.NoError(t, release())
-	require.NoError(t, s.Save(bg, id, []byte("now"), time.Time{}))
+	require.NoError(t, s.Save(ctx, id, []byte("now"), time.Time{}))
 
 	for _, v := range []int{0, 3} {
 		bad := filepath.Join(t.TempDir(), "v")
@@ -222,9 +253,10 @@ func TestVersion1StoreKeepsItsStripes(t *testing.T) {
 // that record, deletes it durably and saves again, by noticing that its
 // descriptor's directory has no links left.
 func TestRemovedShardDirectory(t *testing.T) {
+	ctx := bounded(t)
 	a, b := twoStores(t)
 	const id = "moved-out"
-	require.NoError(t, a.Save(bg, id, []byte("1"), time.Time{}))
+	require.NoError(t, a.Save(ctx, id, []byte("1"), time.Time{}))
 	_, err := b.Load(bg, id) // b now holds the shard's descriptor too
 	require.NoError(t, err)
 	r, err := a.refOf(id)
@@ -235,19 +267,19 @@ func TestRemovedShardDirectory(t *testing.T) {
 	_, err = b.Load(bg, id)
 	require.ErrorIs(t, err, ErrNotFound)
 
-	require.NoError(t, a.Save(bg, id, []byte("2"), time.Time{})) // recreates the directory
+	require.NoError(t, a.Save(ctx, id, []byte("2"), time.Time{})) // recreates the directory
 	rec, err := b.Load(bg, id)
 	require.NoError(t, err, "a stale shard descriptor hid a record")
 	require.Equal(t, "2", string(rec.Data))
 
 	require.NoError(t, os.RemoveAll(r.dir))
-	require.NoError(t, a.Save(bg, id, []byte("3"), time.Time{}))
-	require.NoError(t, b.Delete(bg, id))
+	require.NoError(t, a.Save(ctx, id, []byte("3"), time.Time{}))
+	require.NoError(t, b.Delete(ctx, id))
 	_, err = a.Load(bg, id)
 	require.ErrorIs(t, err, ErrNotFound, "a Delete through a stale descriptor removed nothing")
 
 	require.NoError(t, os.RemoveAll(r.dir))
-	require.NoError(t, b.Save(bg, id, []byte("4"), time.Time{}))
+	require.NoError(t, b.Save(ctx, id, []byte("4"), time.Time{}))
 	rec, err = a.Load(bg, id)
 	require.NoError(t, err)
 	require.Equal(t, "4", string(rec.Data))

@@ -353,18 +353,25 @@ func plSeeds() int {
 
 func TestPowerLoss(t *testing.T) {
 	checkHygiene(t)
-	total, distinct := 0, 0
+	total, distinct, violations, failed := 0, 0, 0, 0
 	for _, layout := range []string{"flat", "1x2", "2x2"} {
 		for _, c := range plCases(layout) {
-			t.Run(layout+"/"+c.name, func(t *testing.T) {
+			ok := t.Run(layout+"/"+c.name, func(t *testing.T) {
 				res := runPowerLoss(t, c, 0, plSeeds())
 				total += res.states
 				distinct += res.distinct
+				violations += len(res.violations)
 				require.Empty(t, res.violations)
 			})
+			if !ok {
+				failed++
+			}
 		}
 	}
-	t.Logf("%d post-crash states (%d distinct) checked, 0 violations", total, distinct)
+	// The summary counts what the subtests found, so it cannot claim a
+	// clean run that was not: a subtest may also fail without a violation
+	// (an error building a crash state).
+	t.Logf("%d post-crash states (%d distinct) checked, %d violations, %d failed cases", total, distinct, violations, failed)
 }
 
 // TestPowerLossMutants removes each kind of fsync in turn and requires the
@@ -407,17 +414,22 @@ func TestPowerLossMutants(t *testing.T) {
 // but acknowledged writes may be lost and records may read as ErrCorrupt.
 func TestPowerLossNoSync(t *testing.T) {
 	checkHygiene(t)
-	var states, distinct, torn int
+	var states, distinct, torn, violations, failed int
 	for _, c := range plCases("1x2") {
-		t.Run(c.name, func(t *testing.T) {
+		ok := t.Run(c.name, func(t *testing.T) {
 			res := runPowerLossOpts(t, c, 0, plSeeds(), true)
-			require.Empty(t, res.violations)
 			states += res.states
 			distinct += res.distinct
 			torn += res.torn
+			violations += len(res.violations)
+			require.Empty(t, res.violations)
 		})
+		if !ok {
+			failed++
+		}
 	}
-	t.Logf("NoSync: %d post-crash states (%d distinct), %d with a record reading as ErrCorrupt", states, distinct, torn)
+	t.Logf("NoSync: %d post-crash states (%d distinct), %d with a record reading as ErrCorrupt, %d violations, %d failed cases",
+		states, distinct, torn, violations, failed)
 }
 
 // TestCrashFSModel checks the crash model itself against the rules the
