@@ -242,9 +242,7 @@ func TestCacheNeverStaleAcrossProcesses(t *testing.T) {
 		out *bufio.Scanner
 	}
 	start := func() writer {
-		cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1")
-		cmd.Env = append(os.Environ(), workerEnv+"="+t.Name(), workerDirEnv+"="+s.Dir())
-		cmd.Stderr = os.Stderr
+		cmd := workerCommand(t, s.Dir(), "")
 		in, err := cmd.StdinPipe()
 		require.NoError(t, err)
 		out, err := cmd.StdoutPipe()

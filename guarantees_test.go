@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -162,9 +161,7 @@ type lockHolder struct {
 // releases the lock, and kills the worker if it does not exit.
 func holdInWorker(t *testing.T, dir, id, mode string) *lockHolder {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1")
-	cmd.Env = append(os.Environ(), workerEnv+"="+t.Name(), workerDirEnv+"="+dir, workerArgEnv+"="+mode+" "+id)
-	cmd.Stderr = os.Stderr
+	cmd := workerCommand(t, dir, mode+" "+id)
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
 	out, err := cmd.StdoutPipe()

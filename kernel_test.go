@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -53,11 +52,10 @@ const keepData = "keep-data"
 // when every check passed; a failed check exits non-zero.
 func kernelWorker(t *testing.T, bin, dir, arg string, attr *syscall.SysProcAttr) string {
 	t.Helper()
-	if bin == "" {
-		bin = os.Args[0]
+	cmd := workerCommand(t, dir, arg)
+	if bin != "" {
+		cmd.Path, cmd.Args[0] = bin, bin
 	}
-	cmd := exec.Command(bin, "-test.run=^"+t.Name()+"$", "-test.count=1")
-	cmd.Env = append(os.Environ(), workerEnv+"="+t.Name(), workerDirEnv+"="+dir, workerArgEnv+"="+arg)
 	cmd.SysProcAttr = attr
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -11,33 +11,37 @@ import (
 	"testing"
 	"time"
 
+	"github.com/filestore-go/filestore/internal/testkit"
 	"github.com/stretchr/testify/require"
 )
 
-// Cross-process tests re-run this test binary as workers, as cmd/go's
-// lockedfile tests do. A worker is the same test function run with
-// workerEnv set to its name; it reads its job from the environment and
-// reports on stdout, one "ack ..." line per acknowledged operation.
-const (
-	workerEnv    = "FILESTORE_TEST_WORKER"
-	workerDirEnv = "FILESTORE_TEST_DIR"
-	workerArgEnv = "FILESTORE_TEST_ARG"
-)
+// Cross-process tests re-run this test binary as workers, through the
+// harness every module's tests share (internal/testkit), as cmd/go's
+// lockedfile tests do. A worker is the same test function run by
+// workerCommand; it finds the store's directory in workerDirEnv and its
+// job in its argument, and reports on stdout, one "ack ..." line per
+// acknowledged operation.
+const workerDirEnv = "FILESTORE_TEST_DIR"
 
 // worker reports whether this process is a worker for t, and its dir and arg.
 func worker(t *testing.T) (dir, arg string, ok bool) {
-	if os.Getenv(workerEnv) != t.Name() {
-		return "", "", false
-	}
-	return os.Getenv(workerDirEnv), os.Getenv(workerArgEnv), true
+	arg, ok = testkit.Worker(t)
+	return os.Getenv(workerDirEnv), arg, ok
+}
+
+// workerCommand is the command, not started, that runs a worker for t on
+// the store in dir with arg.
+func workerCommand(t *testing.T, dir, arg string) *exec.Cmd {
+	cmd := testkit.Command(t, arg)
+	cmd.Env = append(cmd.Env, workerDirEnv+"="+dir)
+	cmd.Stderr = os.Stderr
+	return cmd
 }
 
 // startWorker starts a worker process for t and returns it with its stdout.
 func startWorker(t *testing.T, dir, arg string) (*exec.Cmd, io.ReadCloser) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1")
-	cmd.Env = append(os.Environ(), workerEnv+"="+t.Name(), workerDirEnv+"="+dir, workerArgEnv+"="+arg)
-	cmd.Stderr = os.Stderr
+	cmd := workerCommand(t, dir, arg)
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
