@@ -161,11 +161,17 @@
       if (await post(countForm)) await refresh();
     });
   }
+  // loggingOut tells the feed's report of the deletion, which may arrive
+  // before the logout's own answer, that this tab did it.
+  let loggingOut = false;
   const logoutForm = $('logout-form');
   if (logoutForm) {
     logoutForm.addEventListener('submit', async (e) => {
       e.preventDefault();
-      if (!(await post(logoutForm))) return;
+      loggingOut = true;
+      const ok = await post(logoutForm);
+      loggingOut = false;
+      if (!ok) return;
       ended('You logged out.');
       await refresh();
     });
@@ -206,6 +212,7 @@
     const h = JSON.parse(e.data);
     list.replaceChildren();
     status.dataset.worker = String(h.worker);
+    status.dataset.pid = String(h.pid);
     status.textContent = h.watching
       ? 'From worker ' + h.worker + ' (pid ' + h.pid + '). Every worker sees the changes of every process, so one feed shows them all.'
       : 'Worker ' + h.worker + ' cannot watch the session directory; the feed stays empty.';
@@ -214,7 +221,7 @@
     const c = JSON.parse(e.data);
     show(c);
     if (myKey !== '' && c.key === myKey && c.kind === 'deleted') {
-      ended('This session was deleted: by a logout, perhaps in another tab.');
+      ended(loggingOut ? 'You logged out.' : 'This session was ended elsewhere: by a logout in another tab, or it expired.');
       refresh();
     }
   });
