@@ -40,9 +40,12 @@ const (
 	stepTimeout    = 20 * time.Second
 )
 
-// screenshotWidth is the browser window's width: a small laptop's, so the
-// committed screenshot stays small and readable in the README.
-const screenshotWidth = 900
+// The browser window: a small laptop's, so that the committed screenshot
+// (the window, not the whole page) stays small and readable in the README.
+const (
+	windowWidth  = 900
+	windowHeight = 1000
+)
 
 // findChromium returns the path of a Chromium or Chrome binary, or "".
 func findChromium() string {
@@ -83,7 +86,7 @@ func newBrowser(t *testing.T, exe string) *browser {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-sync", true),
-		chromedp.WindowSize(screenshotWidth, 1000),
+		chromedp.WindowSize(windowWidth, windowHeight),
 		// Its output has D-Bus complaints, harmless without a session
 		// bus; the rest is shown if the test fails.
 		chromedp.CombinedOutput(stderr),
@@ -226,13 +229,17 @@ func (b *browser) askUntil(what string, tries int, done func([]row) bool) []row 
 	return nil
 }
 
-// screenshot saves the page as name.png among the test's screenshots and
-// returns the image.
-func (b *browser) screenshot(dir, name string) []byte {
+// screenshot saves the whole page, or with window set only what the
+// window shows, as name.png in dir, and returns the image.
+func (b *browser) screenshot(dir, name string, window bool) []byte {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	shot := chromedp.FullScreenshot(100) // 100: PNG
+	if window {
+		shot = chromedp.CaptureScreenshot()
+	}
+	png, err := chromedp.Run(ctx, shot)
 	if err != nil {
 		b.t.Fatalf("screenshot %s: %v", name, err)
 	}
@@ -363,13 +370,13 @@ func TestBrowser(t *testing.T) {
 	if *updateScreenshot {
 		// A picture that shows every worker at once.
 		b.askUntil("reached every worker", 20, func(rows []row) bool { return distinctWorkers(rows) == workers })
-		png := b.screenshot(shots, "logged-in")
+		png := b.screenshot(shots, "logged-in", true)
 		if err := os.WriteFile("screenshot.png", png, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("wrote screenshot.png, %d bytes", len(png))
 	} else {
-		b.screenshot(shots, "logged-in")
+		b.screenshot(shots, "logged-in", true)
 	}
 
 	// Log out. The feed reports the record deleted, and the cookie the
@@ -396,7 +403,7 @@ func TestBrowser(t *testing.T) {
 		}
 		return len(rejected) == workers
 	})
-	b.screenshot(shots, "logged-out")
+	b.screenshot(shots, "logged-out", false)
 
 	// Kill the worker that serves the page's feed: the other workers
 	// serve the session at once, the feed reconnects to one of them, and
@@ -434,7 +441,7 @@ func TestBrowser(t *testing.T) {
 		}
 	}
 	b.waitUntil("the new feed reports the click", `document.querySelector('#events li.saved.mine') !== null`)
-	b.screenshot(shots, "after-kill")
+	b.screenshot(shots, "after-kill", false)
 
 	// On a phone the page is laid out at the screen's width (without a
 	// viewport meta tag a mobile browser lays it out at a desktop's
@@ -448,7 +455,7 @@ func TestBrowser(t *testing.T) {
 	if w := eval[int](b, `document.documentElement.scrollWidth - window.innerWidth`); w > 0 {
 		t.Errorf("on a %d px wide phone the page is %d px too wide", phoneWidth, w)
 	}
-	b.screenshot(shots, "phone")
+	b.screenshot(shots, "phone", false)
 
 	// Ctrl-C stops the demo cleanly even while the page holds an event
 	// stream open.
