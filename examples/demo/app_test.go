@@ -187,41 +187,51 @@ func openEvents(t *testing.T, srv *httptest.Server) <-chan sseEvent {
 	return events
 }
 
-// nextChange returns the next change event, failing the test on any other
-// event or when none arrives within testkit.WaitTimeout.
-func nextChange(t *testing.T, events <-chan sseEvent) change {
+// nextEvent returns the next event, failing the test when the stream ends
+// or none arrives within testkit.WaitTimeout.
+func nextEvent(t *testing.T, events <-chan sseEvent) sseEvent {
 	t.Helper()
 	select {
 	case ev, ok := <-events:
 		if !ok {
 			t.Fatal("the event stream ended")
 		}
-		if ev.name != "change" {
-			t.Fatalf("event %q, want change", ev.name)
-		}
-		var c change
-		if err := json.Unmarshal([]byte(ev.data), &c); err != nil {
-			t.Fatal(err)
-		}
-		return c
+		return ev
 	case <-time.After(testkit.WaitTimeout):
-		t.Fatal("no change event arrived")
-		return change{}
+		t.Fatal("no event arrived")
+		return sseEvent{}
+	}
+}
+
+// nextChange returns the next event, which must be a change.
+func nextChange(t *testing.T, events <-chan sseEvent) change {
+	t.Helper()
+	ev := nextEvent(t, events)
+	if ev.name != "change" {
+		t.Fatalf("event %q, want change", ev.name)
+	}
+	var c change
+	if err := json.Unmarshal([]byte(ev.data), &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// wantHello reads the event that opens a stream: a hello from watching
+// worker 7.
+func wantHello(t *testing.T, events <-chan sseEvent) {
+	t.Helper()
+	ev := nextEvent(t, events)
+	var h hello
+	if ev.name != "hello" || json.Unmarshal([]byte(ev.data), &h) != nil || h.Worker != 7 || !h.Watching {
+		t.Fatalf("first event %q %s, want a hello from watching worker 7", ev.name, ev.data)
 	}
 }
 
 func TestEventsReportChangesByShortKey(t *testing.T) {
 	srv, _ := newTestApp(t)
 	events := openEvents(t, srv)
-	select {
-	case ev := <-events:
-		var h hello
-		if ev.name != "hello" || json.Unmarshal([]byte(ev.data), &h) != nil || h.Worker != 7 || !h.Watching {
-			t.Fatalf("first event %q %s, want a hello from watching worker 7", ev.name, ev.data)
-		}
-	case <-time.After(testkit.WaitTimeout):
-		t.Fatal("no hello")
-	}
+	wantHello(t, events)
 
 	c := testkit.NewClient(t)
 	post(t, c, srv.URL+"/login", url.Values{"user": {"alice"}})
@@ -237,7 +247,7 @@ func TestEventsReportChangesByShortKey(t *testing.T) {
 
 	// A page that connects later gets the same changes from the history.
 	later := openEvents(t, srv)
-	<-later // hello
+	wantHello(t, later)
 	var kinds []string
 	for range 2 {
 		c := nextChange(t, later)
