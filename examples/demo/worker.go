@@ -68,9 +68,9 @@ func serveWorker(cfg config, n int, stdout, stderr io.Writer) int {
 		return 1
 	}
 	info := workerInfo{n: n, workers: cfg.workers, pid: pid, started: time.Now()}
-	feed := startFeed(ctx, fs, n, log)
+	changes := startFeed(ctx, fs, n, log)
 	srv := &http.Server{
-		Handler:           newHandler(newSessionManager(fs, log), info, feed, ctx.Done(), log),
+		Handler:           newHandler(newSessionManager(fs, log), info, changes, ctx.Done(), log),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
