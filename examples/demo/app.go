@@ -1,8 +1,12 @@
 package main
 
 import (
+	"embed"
 	"encoding/json"
+	"fmt"
 	"html/template"
+	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -29,6 +33,21 @@ const maxUserLen = 64
 // request, for tests and curious users.
 const workerHeader = "X-Demo-Worker"
 
+// pingInterval is how often an idle event stream sends a comment, so that
+// a stream whose worker died is noticed by the browser, which reconnects.
+const pingInterval = 15 * time.Second
+
+// The page, its stylesheet and its script. They are served by the demo
+// itself, so the page works offline, and the Content-Security-Policy
+// allows nothing else.
+//
+//go:embed web
+var webFiles embed.FS
+
+var page = template.Must(template.ParseFS(webFiles, "web/page.html"))
+
+const contentSecurityPolicy = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
 // newSessionManager returns the session manager of one worker, keeping
 // sessions in fs.
 func newSessionManager(fs *filestore.Store, log *slog.Logger) *scs.SessionManager {
@@ -46,84 +65,84 @@ func newSessionManager(fs *filestore.Store, log *slog.Logger) *scs.SessionManage
 	return sm
 }
 
-// app is the demo web application as served by one worker process.
-type app struct {
-	sm     *scs.SessionManager
-	worker int // 1-based worker number
-	pid    int
-	log    *slog.Logger
+// workerInfo says which worker process serves.
+type workerInfo struct {
+	n       int       // 1-based worker number
+	workers int       // how many workers the supervisor runs
+	pid     int       // this process
+	started time.Time // when this process started serving
 }
 
-// newHandler returns the demo's HTTP handler for the given worker number
-// and process id, with sessions managed by sm.
-func newHandler(sm *scs.SessionManager, worker, pid int, log *slog.Logger) http.Handler {
-	a := &app{sm: sm, worker: worker, pid: pid, log: log}
+// app is the demo web application as served by one worker process.
+type app struct {
+	sm   *scs.SessionManager
+	info workerInfo
+	feed *feed
+	done <-chan struct{} // closed when the worker shuts down: ends event streams
+	log  *slog.Logger
+}
+
+// newHandler returns the demo's HTTP handler for one worker, with sessions
+// managed by sm and changes reported by feed. Event streams end when done
+// is closed, so that http.Server.Shutdown, which waits for every request,
+// need not wait for them.
+func newHandler(sm *scs.SessionManager, info workerInfo, feed *feed, done <-chan struct{}, log *slog.Logger) http.Handler {
+	a := &app{sm: sm, info: info, feed: feed, done: done, log: log}
+	static, err := fs.Sub(webFiles, "web")
+	if err != nil {
+		panic(err) // cannot happen: web is embedded
+	}
+
+	// Only the routes that read or change the session as a person does
+	// load and save it: with an idle timeout, scs saves the session on
+	// every request it loads, and the panel's polling, the event stream
+	// and the static files would each show up in the feed as a save.
+	withSession := sm.LoadAndSave
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", a.home)
-	mux.HandleFunc("POST /login", a.login)
-	mux.HandleFunc("POST /count", a.count)
-	mux.HandleFunc("POST /logout", a.logout)
+	mux.Handle("GET /{$}", withSession(http.HandlerFunc(a.home)))
+	mux.Handle("POST /login", withSession(http.HandlerFunc(a.login)))
+	mux.Handle("POST /count", withSession(http.HandlerFunc(a.count)))
+	mux.Handle("POST /logout", withSession(http.HandlerFunc(a.logout)))
 	mux.HandleFunc("GET /api/state", a.state)
+	mux.HandleFunc("GET /events", a.events)
+	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 
 	// The forms carry no CSRF tokens: cross-origin POSTs are refused by
 	// their Sec-Fetch-Site or Origin header instead.
-	h := http.NewCrossOriginProtection().Handler(sm.LoadAndSave(mux))
+	h := http.NewCrossOriginProtection().Handler(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(workerHeader, strconv.Itoa(worker))
+		hd := w.Header()
+		hd.Set(workerHeader, strconv.Itoa(info.n))
+		hd.Set("Content-Security-Policy", contentSecurityPolicy)
+		hd.Set("X-Content-Type-Options", "nosniff")
 		h.ServeHTTP(w, r)
 	})
 }
 
-var page = template.Must(template.New("page").Parse(`<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>filestore demo</title>
-<style>
-body { font-family: system-ui, sans-serif; max-width: 36em; margin: 3em auto; padding: 0 1em; }
-.worker { background: #eef; padding: .5em 1em; border-radius: .3em; }
-.error { color: #a00; }
-form { display: inline-block; margin-right: 1em; }
-</style>
-</head>
-<body>
-<h1>filestore demo</h1>
-<p class="worker">Served by <strong>worker {{.Worker}}</strong> (pid {{.PID}}).
-Reload a few times: every worker sees the same session.</p>
-{{if .Error}}<p class="error">{{.Error}}</p>{{end}}
-{{if .User}}
-<p>Logged in as <strong>{{.User}}</strong>. Counter: <strong>{{.Count}}</strong></p>
-<form method="post" action="/count"><button>Add one</button></form>
-<form method="post" action="/logout"><button>Log out</button></form>
-{{else}}
-<form method="post" action="/login">
-<label>User name <input name="user" maxlength="64" required autofocus></label>
-<button>Log in</button>
-</form>
-<p>Any name will do; there is no password.</p>
-{{end}}
-</body>
-</html>
-`))
-
 type pageData struct {
-	Worker, PID int
-	User        string
-	Count       int
-	Error       string
+	Worker, Workers, PID int
+	User                 string
+	Count                int
+	Key                  string // the short key of the session's record, when logged in
+	Error                string
 }
 
 func (a *app) render(w http.ResponseWriter, r *http.Request, status int, errMsg string) {
+	d := pageData{
+		Worker:  a.info.n,
+		Workers: a.info.workers,
+		PID:     a.info.pid,
+		User:    a.sm.GetString(r.Context(), keyUser),
+		Count:   a.sm.GetInt(r.Context(), keyCount),
+		Error:   errMsg,
+	}
+	if d.User != "" {
+		d.Key = shortKey(a.sm.Token(r.Context()))
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	err := page.Execute(w, pageData{
-		Worker: a.worker,
-		PID:    a.pid,
-		User:   a.sm.GetString(r.Context(), keyUser),
-		Count:  a.sm.GetInt(r.Context(), keyCount),
-		Error:  errMsg,
-	})
-	if err != nil {
+	if err := page.Execute(w, d); err != nil {
 		a.log.LogAttrs(r.Context(), slog.LevelError, "render page", slog.Any("error", err))
 	}
 }
@@ -166,25 +185,115 @@ func (a *app) logout(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-// state is the page's content as JSON, for scripts and tests.
+// state is what one worker knows of the caller's session, as JSON, for the
+// page's panel, scripts and tests.
 type state struct {
-	Worker int    `json:"worker"`
-	PID    int    `json:"pid"`
-	User   string `json:"user"`
-	Count  int    `json:"count"`
+	Worker   int    `json:"worker"`
+	PID      int    `json:"pid"`
+	UptimeMS int64  `json:"up_ms"`
+	User     string `json:"user"`
+	Count    int    `json:"count"`
 }
 
+// state answers with this worker's view of the caller's session. It loads
+// the session read-only, without scs's LoadAndSave, so that asking never
+// writes.
 func (a *app) state(w http.ResponseWriter, r *http.Request) {
+	// A browser sends parallel requests down the keep-alive connections
+	// it already holds, and SO_REUSEPORT pins a connection to the worker
+	// that accepted it. Closing the connection after each answer makes
+	// the page's next request a new connection, which the kernel may give
+	// to any worker.
+	w.Header().Set("Connection", "close")
+	w.Header().Set("Cache-Control", "no-store")
+	var token string
+	if c, err := r.Cookie(a.sm.Cookie.Name); err == nil {
+		token = c.Value
+	}
+	ctx, err := a.sm.Load(r.Context(), token)
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
-	err := json.NewEncoder(w).Encode(state{
-		Worker: a.worker,
-		PID:    a.pid,
-		User:   a.sm.GetString(r.Context(), keyUser),
-		Count:  a.sm.GetInt(r.Context(), keyCount),
+	err = json.NewEncoder(w).Encode(state{
+		Worker:   a.info.n,
+		PID:      a.info.pid,
+		UptimeMS: time.Since(a.info.started).Milliseconds(),
+		User:     a.sm.GetString(ctx, keyUser),
+		Count:    a.sm.GetInt(ctx, keyCount),
 	})
 	if err != nil {
 		a.log.LogAttrs(r.Context(), slog.LevelError, "write state", slog.Any("error", err))
 	}
+}
+
+// hello opens an event stream: who serves it, and whether it can report
+// anything.
+type hello struct {
+	Worker   int  `json:"worker"`
+	PID      int  `json:"pid"`
+	Watching bool `json:"watching"`
+}
+
+// events streams the store's changes as Server-Sent Events: a hello, the
+// recent changes, then each change as this worker sees it, until the
+// browser goes away, the feed drops the stream, or the worker stops.
+func (a *app) events(w http.ResponseWriter, r *http.Request) {
+	recent, changes, unsubscribe := a.feed.subscribe()
+	defer unsubscribe()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	rc := http.NewResponseController(w)
+
+	// retry: how soon the browser reconnects, to another worker if this
+	// one died.
+	if _, err := io.WriteString(w, "retry: 1000\n\n"); err != nil {
+		return
+	}
+	if sendEvent(w, "hello", hello{Worker: a.info.n, PID: a.info.pid, Watching: a.feed.err == nil}) != nil {
+		return
+	}
+	for _, c := range recent {
+		if sendEvent(w, "change", c) != nil {
+			return
+		}
+	}
+	ping := time.NewTicker(pingInterval)
+	defer ping.Stop()
+	for {
+		if rc.Flush() != nil {
+			return
+		}
+		var err error
+		select {
+		case c, ok := <-changes:
+			if !ok {
+				return
+			}
+			err = sendEvent(w, "change", c)
+		case <-ping.C:
+			_, err = io.WriteString(w, ": ping\n\n")
+		case <-r.Context().Done():
+			return
+		case <-a.done:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// sendEvent writes one Server-Sent Event. Compact JSON has no newline, so
+// it fits one data line.
+func sendEvent(w io.Writer, name string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, b)
+	return err
 }
 
 func (a *app) serverError(w http.ResponseWriter, r *http.Request, err error) {

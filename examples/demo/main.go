@@ -8,14 +8,15 @@
 // The process started is the supervisor. It starts -workers copies of
 // itself as workers; each opens the session directory (-data) and listens
 // on -addr with SO_REUSEPORT, so the kernel spreads connections over them.
-// Every page says which worker served it, and a logged-in user keeps their
-// session whichever worker answers. Ctrl-C (SIGINT) or SIGTERM shuts the
-// workers down gracefully; workers exit on their own if the supervisor
-// dies.
+// The page asks every worker for the visitor's session at once, shows a
+// live feed of the changes any worker makes (Store.Watch), and names each
+// worker's pid and uptime. The supervisor restarts a worker that dies, with
+// backoff. Ctrl-C (SIGINT) or SIGTERM shuts the workers down gracefully;
+// workers exit on their own if the supervisor dies.
 //
 // Usage:
 //
-//	demo [-addr 127.0.0.1:8080] [-workers 4] [-data ./filestore-demo-data]
+//	demo [-addr 127.0.0.1:8080] [-workers 4] [-data <user cache dir>/filestore-demo]
 package main
 
 import (
@@ -24,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 )
 
@@ -46,9 +48,19 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fl.SetOutput(stderr)
 	fl.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "`address` to listen on; port 0 picks a free port")
 	fl.IntVar(&cfg.workers, "workers", 4, "number of worker processes")
-	fl.StringVar(&cfg.dataDir, "data", "filestore-demo-data", "session `directory`, created if missing")
+	fl.StringVar(&cfg.dataDir, "data", "", "session `directory`, created if missing (default <user cache dir>/filestore-demo)")
 	if err := fl.Parse(args); err != nil {
 		return cfg, err
+	}
+	if cfg.dataDir == "" {
+		// The user's cache directory, not the working directory: the
+		// README runs the demo from the repository root, where a default
+		// directory would show up as an untracked folder.
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			return cfg, fmt.Errorf("no default session directory (%v); pass -data", err)
+		}
+		cfg.dataDir = filepath.Join(dir, "filestore-demo")
 	}
 	if fl.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fl.Args())

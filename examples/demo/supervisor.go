@@ -27,10 +27,40 @@ const startTimeout = 30 * time.Second
 // after SIGTERM before it kills them.
 const stopTimeout = shutdownTimeout + 5*time.Second
 
+// Restart backoff. A worker that dies is started again after minRestart;
+// each further death doubles the wait, up to maxRestart, so a worker that
+// cannot start (its port taken, its directory gone) costs one attempt
+// every few seconds instead of a busy loop. A worker that stayed up for
+// stableUptime has proved its setup works: its next death waits minRestart
+// again.
+const (
+	minRestart   = 100 * time.Millisecond
+	maxRestart   = 5 * time.Second
+	stableUptime = 30 * time.Second
+)
+
+// backoff is the restart delay of one worker slot. Its zero value is ready
+// to use.
+type backoff struct {
+	next time.Duration
+}
+
+// delay returns how long to wait before restarting a worker that was up
+// for up, and doubles the wait for the next time.
+func (b *backoff) delay(up time.Duration) time.Duration {
+	if b.next == 0 || up >= stableUptime {
+		b.next = minRestart
+	}
+	d := b.next
+	b.next = min(2*b.next, maxRestart)
+	return d
+}
+
 // child is one running worker process.
 type child struct {
 	n        int
 	cmd      *exec.Cmd
+	started  time.Time
 	lifeline *os.File // write end of the worker's stdin; closing it stops the worker
 }
 
@@ -42,8 +72,9 @@ type event struct {
 	err    error
 }
 
-// supervise starts cfg.workers workers, prints the URL, and stops them on
-// SIGINT or SIGTERM. It returns the exit code: 0 after a clean shutdown.
+// supervise starts cfg.workers workers, prints the URL, restarts workers
+// that die, and stops them all on SIGINT or SIGTERM. It returns the exit
+// code: 0 after a clean shutdown.
 func supervise(cfg config, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, nil)).With("supervisor", os.Getpid())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -54,6 +85,7 @@ func supervise(cfg config, stdout, stderr io.Writer) int {
 		log.Error("data directory", "error", err)
 		return 1
 	}
+	fmt.Fprintf(stdout, "filestore demo: sessions in %s\n", dataDir)
 	// Create or check the store here, so that a bad directory fails once
 	// with a clear message rather than in every worker.
 	fs, err := filestore.Open(dataDir, &filestore.Options{SweepInterval: -1})
@@ -79,10 +111,13 @@ func supervise(cfg config, stdout, stderr io.Writer) int {
 		log.Error("find own executable", "error", err)
 		return 1
 	}
+	start := func(n int, events chan<- event) (*child, error) {
+		return startWorker(exe, n, cfg.workers, addr, dataDir, stdout, stderr, events)
+	}
 	events := make(chan event)
 	live := map[int]*child{}
 	for n := 1; n <= cfg.workers; n++ {
-		c, err := startWorker(exe, n, addr, dataDir, stdout, stderr, events)
+		c, err := start(n, events)
 		if err != nil {
 			log.Error("start worker", "worker", n, "error", err)
 			stopWorkers(live, events, log)
@@ -91,7 +126,8 @@ func supervise(cfg config, stdout, stderr io.Writer) int {
 		live[n] = c
 	}
 
-	// Wait until every worker listens, so the URL printed works.
+	// Wait until every worker listens, so the URL printed works. A worker
+	// that fails now is a setup problem, not bad luck: give up.
 	timeout := time.After(startTimeout)
 	for ready := 0; ready < cfg.workers; {
 		select {
@@ -113,28 +149,47 @@ func supervise(cfg config, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	fmt.Fprintf(stdout, "filestore demo: %d workers serving http://%s (sessions in %s); press Ctrl-C to stop\n",
-		cfg.workers, addr, dataDir)
+	fmt.Fprintf(stdout, "filestore demo: %d workers serving http://%s (Ctrl-C stops them)\n", cfg.workers, addr)
 
+	// Each dead worker's slot has one restart timer at most, so the
+	// channel's buffer always has room and a timer never blocks.
+	restart := make(chan int, cfg.workers)
+	timers := map[int]*time.Timer{}
+	backoffs := make([]backoff, cfg.workers+1)
+	schedule := func(n int, d time.Duration) {
+		timers[n] = time.AfterFunc(d, func() { restart <- n })
+	}
 	for {
 		select {
 		case ev := <-events:
 			if !ev.exited {
+				log.Info("worker restarted", "worker", ev.c.n, "pid", ev.c.cmd.Process.Pid)
 				continue
 			}
-			// The others go on serving: the kernel stops routing
-			// connections to a closed listener, and sessions live on
-			// disk, so no user notices.
+			// The others go on serving meanwhile: the kernel stops
+			// routing connections to a closed listener, and sessions
+			// live on disk, so no user loses one.
 			delete(live, ev.c.n)
 			ev.c.lifeline.Close()
-			log.Warn("worker exited", "worker", ev.c.n, "error", exitError(ev.err), "remaining", len(live))
-			if len(live) == 0 {
-				log.Error("no workers left")
-				return 1
+			d := backoffs[ev.c.n].delay(time.Since(ev.c.started))
+			log.Warn("worker exited; restarting it", "worker", ev.c.n, "error", exitError(ev.err), "in", d)
+			schedule(ev.c.n, d)
+		case n := <-restart:
+			delete(timers, n)
+			c, err := start(n, events)
+			if err != nil {
+				d := backoffs[n].delay(0)
+				log.Error("restart worker", "worker", n, "error", err, "retry in", d)
+				schedule(n, d)
+				continue
 			}
+			live[n] = c
 		case <-ctx.Done():
 			stop() // a second Ctrl-C kills the supervisor outright
 			log.Info("stopping workers")
+			for _, t := range timers {
+				t.Stop() // one that fired already only fills the buffer
+			}
 			if !stopWorkers(live, events, log) {
 				return 1
 			}
@@ -143,8 +198,9 @@ func supervise(cfg config, stdout, stderr io.Writer) int {
 	}
 }
 
-// startWorker starts worker n and reports its readiness and exit on events.
-func startWorker(exe string, n int, addr, dataDir string, stdout, stderr io.Writer, events chan<- event) (*child, error) {
+// startWorker starts worker n of workers and reports its readiness and
+// exit on events.
+func startWorker(exe string, n, workers int, addr, dataDir string, stdout, stderr io.Writer, events chan<- event) (*child, error) {
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -155,7 +211,7 @@ func startWorker(exe string, n int, addr, dataDir string, stdout, stderr io.Writ
 		stdinW.Close()
 		return nil, err
 	}
-	cmd := exec.Command(exe, "-addr", addr, "-data", dataDir)
+	cmd := exec.Command(exe, "-addr", addr, "-data", dataDir, "-workers", strconv.Itoa(workers))
 	cmd.Env = append(os.Environ(), workerEnv+"="+strconv.Itoa(n))
 	cmd.Stdin = stdinR
 	cmd.Stdout = stdoutW
@@ -170,7 +226,7 @@ func startWorker(exe string, n int, addr, dataDir string, stdout, stderr io.Writ
 		stdoutR.Close()
 		return nil, err
 	}
-	c := &child{n: n, cmd: cmd, lifeline: stdinW}
+	c := &child{n: n, cmd: cmd, started: time.Now(), lifeline: stdinW}
 
 	scanned := make(chan struct{})
 	go func() {

@@ -20,6 +20,9 @@ import (
 // it is told to stop.
 const shutdownTimeout = 10 * time.Second
 
+// cacheBytes is the size of each worker's read cache.
+const cacheBytes = 1 << 20
+
 // readyLine is what a worker writes to its stdout once it is listening.
 const readyLine = "ready"
 
@@ -48,7 +51,10 @@ func serveWorker(cfg config, n int, stdout, stderr io.Writer) int {
 		cancel()
 	}()
 
-	fs, err := filestore.Open(cfg.dataDir, &filestore.Options{Logger: log})
+	// The read cache is safe across processes (a counter shared by every
+	// worker says when a cached record is stale), so the panel's requests
+	// to all workers test it too.
+	fs, err := filestore.Open(cfg.dataDir, &filestore.Options{Logger: log, CacheBytes: cacheBytes})
 	if err != nil {
 		log.Error("open session store", "error", err)
 		return 1
@@ -61,8 +67,10 @@ func serveWorker(cfg config, n int, stdout, stderr io.Writer) int {
 		log.Error("listen", "error", err)
 		return 1
 	}
+	info := workerInfo{n: n, workers: cfg.workers, pid: pid, started: time.Now()}
+	changes := startFeed(ctx, fs, n, log)
 	srv := &http.Server{
-		Handler:           newHandler(newSessionManager(fs, log), n, pid, log),
+		Handler:           newHandler(newSessionManager(fs, log), info, changes, ctx.Done(), log),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
