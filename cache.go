@@ -178,6 +178,12 @@ var testOpenHook func(*Store)
 // one. Where the table cannot be used it logs why, once, and the store
 // works without it.
 func (s *Store) openCache() {
+	if _, ok := s.fs.(interface{ inMemory() }); ok {
+		// A simulated filesystem (the power-loss tests'): nothing on it
+		// can be mapped, and a table in every crash state it copies would
+		// only cost memory.
+		return
+	}
 	if name, network, _, err := filesystemOf(s.root); err == nil && network {
 		// A mapping is shared by the processes of one host only.
 		s.log.Warn("filestore: no shared change counters on a network filesystem; read cache off", "dir", s.root, "fs", name)

@@ -321,6 +321,10 @@ func (m *crashFS) Chmod(name string, mode fs.FileMode) error {
 	return nil
 }
 
+// inMemory tells the store that nothing on this filesystem can be mapped:
+// it makes no change-counter table (cache.go).
+func (m *crashFS) inMemory() {}
+
 func (m *crashFS) Lstat(name string) (fileStat, error) {
 	m.mu.Lock()
 	n, err := m.lookup(name)

@@ -374,6 +374,31 @@ func renameAfterFailedSync(calls []faultCall) (faultCall, bool) {
 // failed: opening a directory it can do without, closing a descriptor it
 // only read from, and removing a temp file whose content has already been
 // published under another name.
+// tableCall reports whether c, one of calls, is a call of making the
+// change-counter table (cache.go): its temp file, its link into place, or
+// the directory sync after that link. A store whose table cannot be made
+// works without it, so a fault there is ignored by design; the same calls
+// made for the marker fail Open.
+func tableCall(calls []faultCall, c faultCall) bool {
+	base := filepath.Base(c.path)
+	if base == tableName || strings.HasPrefix(base, initPrefix) {
+		return true
+	}
+	if !c.dir && c.op != "opendir" {
+		return false
+	}
+	linked := false
+	for _, p := range calls {
+		if p == c { // the failed call: no other call is equal to it
+			return linked
+		}
+		if p.op == "link" && filepath.Base(p.to) == tableName {
+			linked = true
+		}
+	}
+	return false
+}
+
 func ignorable(c faultCall) bool {
 	switch c.op {
 	case "opendir":
