@@ -551,5 +551,5 @@ func TestOpenConcurrentCreate(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	require.ElementsMatch(t, []string{markerName, dataDir, locksDir}, names)
+	require.ElementsMatch(t, []string{markerName, dataDir, locksDir, tableName}, names)
 }
