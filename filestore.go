@@ -347,7 +347,7 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 	if o.Compress {
 		s.compressBlock = fsBlockSize(s.data)
 	}
-	s.locks = newLocker(fsys, filepath.Join(root, locksDir), m.Stripes, m.Version >= 2, s.fixModes)
+	s.locks = newLocker(fsys, filepath.Join(root, locksDir), m.Stripes, m.Version, s.fixModes)
 	s.dirs = newDirCache(fsys, s.layout)
 	if err := s.locks.ensure(s.locks.sweepPath()); err != nil {
 		return nil, opErr("open", err)
@@ -658,11 +658,11 @@ func (s *Store) Save(ctx context.Context, id string, data []byte, expiry time.Ti
 	// Encode (and compress) before taking the lock, to hold it shorter.
 	exp := expiryNanos(expiry)
 	b := encodeRecordIn(id, data, exp, rand.Uint64(), s.compressBlock)
-	unlock, err := s.locks.lock(ctx, r.lk)
+	held, err := s.locks.lock(ctx, r.lk)
 	if err != nil {
 		return opErr("save", err)
 	}
-	defer unlock()
+	defer held.unlock()
 	if err := s.replaceLocked(r, b, exp); err != nil {
 		return opErr("save", err)
 	}
@@ -679,11 +679,11 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return opErr("delete", err)
 	}
-	unlock, err := s.locks.lock(ctx, r.lk)
+	held, err := s.locks.lock(ctx, r.lk)
 	if err != nil {
 		return opErr("delete", err)
 	}
-	defer unlock()
+	defer held.unlock()
 	if _, err := s.removeLocked(r); err != nil {
 		return opErr("delete", err)
 	}
@@ -720,11 +720,11 @@ func (s *Store) Update(ctx context.Context, id string, fn func(cur *Record) (*Re
 	if err != nil {
 		return opErr("update", err)
 	}
-	unlock, err := s.locks.lock(ctx, r.lk)
+	held, err := s.locks.lock(ctx, r.lk)
 	if err != nil {
 		return opErr("update", err)
 	}
-	defer unlock()
+	defer held.unlock()
 
 	var cur *Record
 	d, err := s.readRecord(r, id)

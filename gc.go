@@ -399,7 +399,7 @@ func (s *Store) sweepLocked(ctx context.Context, d dir, cands []sweepCandidate, 
 	}
 	defer leave()
 	for _, c := range cands {
-		unlock, err := s.locks.tryLock(ctx, c.lk)
+		held, err := s.locks.tryLock(ctx, c.lk)
 		if errors.Is(err, errLockBusy) {
 			continue
 		}
@@ -411,7 +411,7 @@ func (s *Store) sweepLocked(ctx context.Context, d dir, cands []sweepCandidate, 
 			continue
 		}
 		gone, err := s.removeCandidate(d, c)
-		unlock()
+		held.unlock()
 		if err != nil {
 			note(err)
 		}

@@ -557,7 +557,15 @@ func TestFlatSweepLocksEachStripe(t *testing.T) {
 		return
 	}
 	checkHygiene(t)
-	s := openTest(t, &Options{SweepInterval: -1, Layout: "flat"})
+	// A store an earlier release created (marker version 2), which such a
+	// release may share; it refuses stores created now.
+	root := filepath.Join(t.TempDir(), "v2")
+	require.NoError(t, os.Mkdir(root, 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "filestore.json"),
+		[]byte(`{"format":"filestore","version":2,"layout":"flat","stripes":256}`), 0o600))
+	s, err := Open(root, &Options{SweepInterval: -1})
+	require.NoError(t, err)
+	closeInCleanup(t, s)
 	ids := idsByStripe("expired", 4)
 	for _, id := range ids {
 		require.NoError(t, s.Save(bounded(t), id, []byte("x"), time.Now().Add(-time.Minute)))

@@ -40,9 +40,13 @@ const (
 	initPrefix = ".filestore-init-"
 
 	// formatVersion is the marker version new stores get. Version 1
-	// stores (stripe by the hash's second byte) open as they always did;
-	// see locker.stripeOf.
-	formatVersion  = 2
+	// stores (stripe by the hash's second byte) and version 2 stores
+	// (stripe by the first byte, and a process's flock on a stripe's lock
+	// file while it writes records of that stripe) open as they always
+	// did, so that processes of earlier releases sharing them still
+	// exclude this one; version 3 stores lock records by byte range only
+	// (see lock.go), and earlier releases refuse them.
+	formatVersion  = 3
 	defaultStripes = 256
 	// maxShardDigits bounds levels*width: 4 hex digits is 65,536 leaf
 	// directories, already far past the point where walks get slow.
@@ -191,7 +195,7 @@ func readMarker(fsys fsys, root string) (marker, error) {
 	if err := json.Unmarshal(b, &m); err != nil || m.Format != "filestore" {
 		return m, fmt.Errorf("%w: %s is not a filestore marker", ErrNotStore, path)
 	}
-	if m.Version != 1 && m.Version != formatVersion {
+	if m.Version < 1 || m.Version > formatVersion {
 		return m, fmt.Errorf("%w: %s: unsupported format version %d", ErrNotStore, path, m.Version)
 	}
 	if _, err := parseLayout(m.Layout); err != nil {

@@ -175,6 +175,9 @@ type rangeLockFile interface {
 	// RangeLocked reports whether another descriptor holds the lock of the
 	// byte at off, without taking it.
 	RangeLocked(off int64) (bool, error)
+	// Linked returns errLockStale if the file has been unlinked since it
+	// was opened, as TryLock does after locking.
+	Linked() error
 }
 
 // locker hands out the store's record locks (see the protocol above). It
@@ -187,6 +190,7 @@ type locker struct {
 	byPrefix bool // stripes follow the hash's leading bits (marker version 2)
 	fixModes bool // the umask trims mode bits: chmod new lock files
 	ranges   bool // per-record range locks; the stripe flock is shared
+	flocks   bool // take the stripe flock: no range locks, or a version 1 or 2 store
 
 	// Holds in flight, so that close can wait for them before it closes
 	// the kept-open lock files.
@@ -214,12 +218,18 @@ type stripe struct {
 	keep  bool // keep file open when the last user leaves; guarded by gate
 }
 
-func newLocker(fsys fsys, dir string, n int, byPrefix, fixModes bool) *locker {
-	l := &locker{fs: fsys, dir: dir, stripes: make([]stripe, n), byPrefix: byPrefix, fixModes: fixModes}
+// newLocker makes the locker of a store whose marker has version (see
+// formatVersion).
+func newLocker(fsys fsys, dir string, n, version int, fixModes bool) *locker {
+	l := &locker{fs: fsys, dir: dir, stripes: make([]stripe, n), byPrefix: version >= 2, fixModes: fixModes}
 	l.idle.L = &l.mu
 	if rl, ok := fsys.(interface{ rangeLocks() bool }); ok {
 		l.ranges = rl.rangeLocks()
 	}
+	// Processes of earlier releases may share a version 1 or 2 store, and
+	// they lock a stripe's file with flock: so must this one. Without
+	// range locks the flock is the lock across processes.
+	l.flocks = !l.ranges || version < 3
 	for i := range l.stripes {
 		l.stripes[i].gate = make(chan struct{}, 1)
 		l.stripes[i].path = filepath.Join(dir, fmt.Sprintf("stripe-%04x.lock", i))
@@ -286,32 +296,51 @@ func (l *locker) of(sum [32]byte) recordLock {
 }
 
 // lock takes r exclusively, in this process and across processes, waiting
-// until ctx is done. The returned unlock must be called exactly once.
-func (l *locker) lock(ctx context.Context, r recordLock) (unlock func(), err error) {
+// until ctx is done. The returned hold's unlock must be called exactly
+// once.
+func (l *locker) lock(ctx context.Context, r recordLock) (hold, error) {
 	return l.take(ctx, r, false)
 }
 
 // tryLock is lock without waiting for the record: it returns errLockBusy if
 // a goroutine or process holds it. It may still wait, honouring ctx, to
 // enter the record's stripe (for an older process's exclusive flock).
-func (l *locker) tryLock(ctx context.Context, r recordLock) (unlock func(), err error) {
+func (l *locker) tryLock(ctx context.Context, r recordLock) (hold, error) {
 	return l.take(ctx, r, true)
 }
 
-func (l *locker) take(ctx context.Context, r recordLock, try bool) (func(), error) {
+// hold is a record lock taken. It is a value, not a closure, so that a
+// lock costs no allocation of its own.
+type hold struct {
+	l *locker
+	r recordLock
+	e *idLock
+}
+
+// unlock releases the lock, in the reverse order of take.
+func (h hold) unlock() {
+	if h.l.ranges {
+		h.l.unlockRange(h.r)
+	}
+	h.l.exit(h.r.stripe)
+	h.l.ids.unlock(h.r.off, h.e)
+	h.l.end()
+}
+
+func (l *locker) take(ctx context.Context, r recordLock, try bool) (hold, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return hold{}, err
 	}
 	l.begin()
 	e, err := l.ids.lock(ctx, r.off, try)
 	if err != nil {
 		l.end()
-		return nil, err
+		return hold{}, err
 	}
 	if err := l.enter(ctx, r.stripe); err != nil {
 		l.ids.unlock(r.off, e)
 		l.end()
-		return nil, err
+		return hold{}, err
 	}
 	if l.ranges {
 		if err := l.lockRange(ctx, r, e, try); err != nil {
@@ -320,17 +349,10 @@ func (l *locker) take(ctx context.Context, r recordLock, try bool) (func(), erro
 				l.ids.unlock(r.off, e)
 				l.end()
 			}
-			return nil, err
+			return hold{}, err
 		}
 	}
-	return func() {
-		if l.ranges {
-			l.unlockRange(r)
-		}
-		l.exit(r.stripe)
-		l.ids.unlock(r.off, e)
-		l.end()
-	}, nil
+	return hold{l: l, r: r, e: e}, nil
 }
 
 // enterStripe makes the caller a user of stripe i, as a record lock does,
@@ -459,6 +481,9 @@ func (l *locker) flockLocked(ctx context.Context, i int) error {
 		}
 		err := l.tryFlock(st.file)
 		switch {
+		case err == nil && !l.flocks:
+			st.leave = noUnlock
+			return nil
 		case err == nil:
 			st.leave = st.file.Unlock
 			return nil
@@ -482,10 +507,17 @@ func (l *locker) flockLocked(ctx context.Context, i int) error {
 	return fmt.Errorf("lock: %s keeps being removed: %w", st.path, errLockStale)
 }
 
+// noUnlock is a stripe's leave where the process holds no flock on it.
+func noUnlock() error { return nil }
+
 // tryFlock takes f's flock without waiting: shared when records are locked
-// by range, else exclusive.
+// by range, else exclusive. In a version 3 store with range locks it takes
+// none, and only checks, as a flock does, that f is still linked.
 func (l *locker) tryFlock(f lockFile) error {
-	if l.ranges {
+	switch {
+	case !l.flocks:
+		return f.(rangeLockFile).Linked()
+	case l.ranges:
 		return f.(rangeLockFile).TryLockShared()
 	}
 	return f.TryLock()
@@ -652,7 +684,7 @@ func (t *idTable) lock(ctx context.Context, key int64, try bool) (*idLock, error
 		if sh.m == nil {
 			sh.m = make(map[int64]*idLock)
 		}
-		e = &idLock{ch: make(chan struct{}, 1)}
+		e = idLockPool.Get().(*idLock)
 		sh.m[key] = e
 	}
 	e.refs++
@@ -695,8 +727,17 @@ func (t *idTable) unlock(key int64, e *idLock) {
 // forget drops one reference to e, and e itself once it has none.
 func (t *idTable) forget(sh *idShard, key int64, e *idLock) {
 	sh.mu.Lock()
-	if e.refs--; e.refs == 0 {
+	e.refs--
+	gone := e.refs == 0
+	if gone {
 		delete(sh.m, key)
 	}
 	sh.mu.Unlock()
+	if gone {
+		idLockPool.Put(e) // unlocked and unreferenced: its channel is empty
+	}
 }
+
+// idLockPool recycles idLocks, two allocations each, which every Save,
+// Delete and Update would otherwise make and drop.
+var idLockPool = sync.Pool{New: func() any { return &idLock{ch: make(chan struct{}, 1)} }}

@@ -40,12 +40,21 @@ func (l *fdLock) flock(how int) error {
 	if err != nil {
 		return &fs.PathError{Op: "flock", Path: l.name, Err: err}
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(l.fd, &st); err != nil || st.Nlink == 0 {
+	if err := l.Linked(); err != nil {
 		_ = unix.Flock(l.fd, unix.LOCK_UN) // error deliberately ignored: the caller closes the descriptor
-		if err != nil {
-			return &fs.PathError{Op: "fstat", Path: l.name, Err: err}
-		}
+		return err
+	}
+	return nil
+}
+
+// Linked returns errLockStale if the lock file has been unlinked since it
+// was opened.
+func (l *fdLock) Linked() error {
+	var st unix.Stat_t
+	if err := unix.Fstat(l.fd, &st); err != nil {
+		return &fs.PathError{Op: "fstat", Path: l.name, Err: err}
+	}
+	if st.Nlink == 0 {
 		return errLockStale
 	}
 	return nil
