@@ -33,11 +33,16 @@ import (
 //     offset read off the record hash (rangeOffset): a lock per record
 //     across processes, without a lock file per record.
 //
-// With range locks (3) the stripe flock is shared (LOCK_SH): processes of
-// this version exclude each other per record, and the shared flock still
-// excludes processes of earlier versions, which take the stripe flock
-// exclusively. Without range locks (off Linux, and with the test
-// filesystems) the stripe flock is exclusive and is the cross-process lock.
+// In a store created now (marker version 3) with range locks, part 2
+// takes no flock: entering a stripe only opens its lock file, once, and
+// checks with one fstat that the file is still linked when the first
+// goroutine enters. Processes of earlier releases refuse such a store. In
+// a version 1 or 2 store, which an earlier release may share, the stripe
+// flock is taken, shared (LOCK_SH): processes of this release exclude each
+// other per record, and the shared flock still excludes the earlier
+// releases, which take it exclusively. Without range locks (off Linux, and
+// with the test filesystems) the stripe flock is exclusive and is the
+// cross-process lock, whatever the version.
 //
 // Why per record, not per stripe: an Update's fn may Save, Delete, Update
 // or Load any other record, in any stripe, from this process or while
