@@ -19,7 +19,7 @@ import (
 )
 
 // maxPayload is the largest session payload any workload uses.
-const maxPayload = 8 << 10
+const maxPayload = 32 << 10
 
 // Workloads.
 const (
