@@ -689,7 +689,7 @@ func (t *idTable) lock(ctx context.Context, key int64, try bool) (*idLock, error
 		if sh.m == nil {
 			sh.m = make(map[int64]*idLock)
 		}
-		e = idLockPool.Get().(*idLock)
+		e = &idLock{ch: make(chan struct{}, 1)}
 		sh.m[key] = e
 	}
 	e.refs++
@@ -732,17 +732,11 @@ func (t *idTable) unlock(key int64, e *idLock) {
 // forget drops one reference to e, and e itself once it has none.
 func (t *idTable) forget(sh *idShard, key int64, e *idLock) {
 	sh.mu.Lock()
-	e.refs--
-	gone := e.refs == 0
-	if gone {
+	if e.refs--; e.refs == 0 {
+		// Not pooled for reuse: a channel made inside a testing/synctest
+		// bubble may not be used outside it, and a pool would hand one
+		// from a bubbled test to any other goroutine.
 		delete(sh.m, key)
 	}
 	sh.mu.Unlock()
-	if gone {
-		idLockPool.Put(e) // unlocked and unreferenced: its channel is empty
-	}
 }
-
-// idLockPool recycles idLocks, two allocations each, which every Save,
-// Delete and Update would otherwise make and drop.
-var idLockPool = sync.Pool{New: func() any { return &idLock{ch: make(chan struct{}, 1)} }}
