@@ -444,8 +444,13 @@ func (s *Store) refOf(id string) (ref, error) {
 		return ref{}, fmt.Errorf("%w: length %d not in [1, %d]", ErrInvalidID, len(id), MaxIDLength)
 	}
 	sum, hex := hashID(id)
+	return s.refAt(sum, hex), nil
+}
+
+// refAt locates the record whose hash is sum, hex in hex.
+func (s *Store) refAt(sum [32]byte, hex string) ref {
 	dir, file := s.layout.recordPath(s.data, hex)
-	return ref{sum: sum, hex: hex, dir: dir, file: file, shard: s.layout.leafOf(sum), lk: s.locks.of(sum)}, nil
+	return ref{sum: sum, hex: hex, dir: dir, file: file, shard: s.layout.leafOf(sum), lk: s.locks.of(sum)}
 }
 
 // begin checks that the store is open and the context live, and locates id.
@@ -476,10 +481,13 @@ func (s *Store) Load(ctx context.Context, id string) (Record, error) {
 	var (
 		version   uint64
 		cacheable bool
+		r         ref
+		err       error
 	)
 	if s.cache != nil && len(id) > 0 && len(id) <= MaxIDLength && !s.closed.Load() && ctx.Err() == nil {
 		// The read cache (cache.go): an entry stored at the record's
-		// current version is the record.
+		// current version is the record. A hit needs only the hash; a
+		// miss locates the record from it, as begin would.
 		sum := sha256.Sum256([]byte(id))
 		version, cacheable = s.table.version(sum)
 		if cacheable {
@@ -490,9 +498,8 @@ func (s *Store) Load(ctx context.Context, id string) (Record, error) {
 				return Record{ID: id, Data: data, Expiry: expiryTime(exp)}, nil
 			}
 		}
-	}
-	r, err := s.begin(ctx, id)
-	if err != nil {
+		r = s.refAt(sum, hexOf(sum))
+	} else if r, err = s.begin(ctx, id); err != nil {
 		return Record{}, opErr("load", err)
 	}
 	// Cache what this Load reads only if no writer holds the record now;

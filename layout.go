@@ -87,9 +87,14 @@ func (l layout) String() string {
 // form of an id that reaches the filesystem.
 func hashID(id string) ([32]byte, string) {
 	sum := sha256.Sum256([]byte(id))
+	return sum, hexOf(sum)
+}
+
+// hexOf is the lowercase hex form of a record hash: its file name.
+func hexOf(sum [32]byte) string {
 	var h [hashHexLen]byte
 	hex.Encode(h[:], sum[:])
-	return sum, string(h[:]) // one allocation; hex.EncodeToString makes two
+	return string(h[:]) // one allocation; hex.EncodeToString makes two
 }
 
 // recordPath returns the path of the record named by hex under the data
