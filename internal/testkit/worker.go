@@ -169,6 +169,18 @@ func (p *Proc) read(stdout io.Reader) {
 	}
 }
 
+// takeAck returns the next ack line NextAck has not returned, if there is
+// one yet.
+func (p *Proc) takeAck() (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.next == len(p.acks) {
+		return "", false
+	}
+	p.next++
+	return p.acks[p.next-1], true
+}
+
 // NextAck returns the worker's next ack line not yet returned by NextAck,
 // waiting for it. It fails the test given to Start (with t.Fatalf, so call
 // it from that test's goroutine) if the worker's output ends first, or
@@ -179,26 +191,16 @@ func (p *Proc) NextAck() string {
 	timer := time.NewTimer(WaitTimeout)
 	defer timer.Stop()
 	for {
-		p.mu.Lock()
-		if p.next < len(p.acks) {
-			ack := p.acks[p.next]
-			p.next++
-			p.mu.Unlock()
+		if ack, ok := p.takeAck(); ok {
 			return ack
 		}
-		p.mu.Unlock()
 		select {
 		case <-p.more:
 		case <-p.eof:
 			// read appends every ack before closing eof: look once more.
-			p.mu.Lock()
-			if p.next < len(p.acks) {
-				ack := p.acks[p.next]
-				p.next++
-				p.mu.Unlock()
+			if ack, ok := p.takeAck(); ok {
 				return ack
 			}
-			p.mu.Unlock()
 			t.Fatalf("testkit: the worker's output ended before its next ack line:\n%s", p.Output())
 		case <-timer.C:
 			t.Fatalf("testkit: no ack line from the worker within %v:\n%s", WaitTimeout, p.Output())
