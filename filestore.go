@@ -205,6 +205,10 @@ type Options struct {
 	// written it since, so the cache is never stale across processes.
 	CacheBytes int64
 
+	// NoCreate makes Open fail with ErrNotStore rather than create a store
+	// in a missing or empty directory: for tools that inspect a store.
+	NoCreate bool
+
 	// Logger receives what the background sweeper cannot return: I/O
 	// errors and corrupt records it skipped. Nil discards them. Log lines
 	// name records by hashed path, never by id.
