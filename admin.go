@@ -3,7 +3,11 @@ package filestore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -107,41 +111,421 @@ type FileInfo struct {
 	Err error
 }
 
-// Scan calls fn for every file and directory under the store's data tree,
-// in no particular order, with its state, until fn returns an error, which
-// Scan returns. It reads and checks every record (header, checksum, that
-// the id hashes to the name and the shard), so it costs a full read of the
-// store; it takes no lock and changes nothing. Files written or removed
-// during the scan may or may not be reported. Safe for concurrent use; it
-// stops with ctx's error when ctx ends.
+// Scan calls fn for every file and directory in the store's data tree, and
+// for every name in the store's root that the store did not create, in no
+// particular order, with its state, until fn returns an error, which Scan
+// returns. It reads and checks every record (header, checksum, that its id
+// hashes to its name, that it lies in its shard), so it costs a full read of
+// the store. It takes no lock and changes nothing: files written or removed
+// during the scan may or may not be reported. It holds at most 512 names of
+// a directory and one record in memory at a time. Safe for concurrent use;
+// it stops with ctx's error when ctx ends.
 func (s *Store) Scan(ctx context.Context, fn func(FileInfo) error) error {
-	return errors.New("filestore: Scan: not implemented yet")
+	if s.closed.Load() {
+		return opErr("scan", ErrClosed)
+	}
+	if err := s.scanRoot(fn); err != nil {
+		return opErr("scan", err)
+	}
+	if err := s.scanDir(ctx, s.data, 0, fn); err != nil {
+		return opErr("scan", err)
+	}
+	return nil
 }
 
-// Inspect reports the record file named key (see Key), and its record
-// when it is valid (live or expired). It returns ErrNotFound when there is
-// no such file, and ErrInvalidID when key is not a key. It takes no lock.
+// scanRoot reports the names in the root that a store never creates there,
+// and creating Opens' temp files.
+func (s *Store) scanRoot(fn func(FileInfo) error) error {
+	d, err := s.fs.OpenDir(s.root)
+	if err != nil {
+		return err
+	}
+	names, err := d.ReadNames(-1)
+	_ = d.Close() // error deliberately ignored: read-only directory handle
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		switch name {
+		case markerName, dataDir, locksDir, tableName, QuarantineDir, reshardDir:
+			continue
+		}
+		fi, err := s.fs.Lstat(filepath.Join(s.root, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		info := FileInfo{Path: name, State: FileForeign, Size: fi.Size(), Mode: fi.Mode()}
+		if strings.HasPrefix(name, initPrefix) && fi.Mode().IsRegular() {
+			info.State = FileTemp
+			info.Stale = s.now().Sub(fi.ModTime()) >= staleTempAge
+		}
+		if err := fn(info); err != nil {
+			return fnError{err}
+		}
+	}
+	return nil
+}
+
+// scanDir reports the entries of the directory path, level levels below the
+// data directory, and descends into its shard directories.
+func (s *Store) scanDir(ctx context.Context, path string, level int, fn func(FileInfo) error) error {
+	d, err := s.fs.OpenDir(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return walkBatches(ctx, d, func(d dir, names []string) error {
+		for _, name := range names {
+			fi, err := d.Lstat(name)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			info, _, err := s.classify(d, level, name, fi)
+			if err != nil {
+				return err
+			}
+			if err := fn(info); err != nil {
+				return fnError{err}
+			}
+			if info.State == FileShard {
+				if err := s.scanDir(ctx, filepath.Join(path, name), level+1, fn); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// classify says what the entry name of d, level levels below the data
+// directory, is, and returns the record it holds if it is a valid one. Its
+// error is one that stops a scan: an I/O error on the directory.
+func (s *Store) classify(d dir, level int, name string, fi fileStat) (FileInfo, decoded, error) {
+	info := FileInfo{
+		Path:  s.rel(d.Path() + string(filepath.Separator) + name),
+		State: FileForeign,
+		Size:  fi.Size(),
+		Mode:  fi.Mode(),
+	}
+	switch {
+	case fi.IsDir():
+		if level < s.layout.levels && s.layout.isShardName(name) {
+			info.State = FileShard
+			info.BadMode = fi.Mode().Perm() != dirMode
+		}
+		return info, decoded{}, nil
+	case isRecordName(name):
+		info.Key = name
+		info.BadMode = fi.Mode().IsRegular() && fi.Mode().Perm() != fileMode
+		rec, err := s.checkIn(d, name, fi)
+		if err != nil {
+			info.State, info.Err = FileCorrupt, err
+			return info, decoded{}, nil
+		}
+		info.ID, info.Expiry, info.Compressed, info.DataSize = rec.id, expiryTime(rec.expiry), rec.zstd, len(rec.data)
+		switch want, _ := s.layout.recordPath(s.data, name); {
+		case want != d.Path():
+			info.State = FileMisplaced
+		case expired(rec.expiry, s.now()):
+			info.State = FileExpired
+		default:
+			info.State = FileLive
+		}
+		return info, rec, nil
+	}
+	if owner, ok := tempOwner(name); ok && fi.Mode().IsRegular() {
+		info.State, info.Key = FileTemp, owner
+		info.Stale = s.now().Sub(tempBorn(fi)) >= staleTempAge
+		info.BadMode = fi.Mode().Perm() != fileMode
+	}
+	return info, decoded{}, nil
+}
+
+// checkIn reads and checks the record file name of d, as a Load would:
+// any error says why it is not a readable record.
+func (s *Store) checkIn(d dir, name string, fi fileStat) (decoded, error) {
+	if err := checkRecordFile(fi, s.uid); err != nil {
+		return decoded{}, err
+	}
+	rec, err := s.readIn(d, name)
+	if err != nil {
+		return decoded{}, s.unrooted(err)
+	}
+	return rec, nil
+}
+
+// rel is path relative to the root, with slashes: how FileInfo names it.
+func (s *Store) rel(path string) string {
+	r, err := filepath.Rel(s.root, path)
+	if err != nil {
+		return filepath.ToSlash(path)
+	}
+	return filepath.ToSlash(r)
+}
+
+// unrooted rewrites the absolute paths in err's text relative to the root,
+// for FileInfo.Err, which sits next to the file's own Path.
+func (s *Store) unrooted(err error) error {
+	return &relError{err: err, msg: strings.ReplaceAll(err.Error(), s.root+string(filepath.Separator), "")}
+}
+
+type relError struct {
+	err error
+	msg string
+}
+
+func (e *relError) Error() string { return e.msg }
+func (e *relError) Unwrap() error { return e.err }
+
+// keyRef checks that key is a record key and locates its record.
+func (s *Store) keyRef(key string) (ref, error) {
+	if !isRecordName(key) {
+		return ref{}, fmt.Errorf("%w: not a key (64 lowercase hex digits)", ErrInvalidID)
+	}
+	return s.refAt(sumOfHex(key), key), nil
+}
+
+// Inspect reports the record file named key (see Key), and its record when
+// it is valid, live or expired. It returns ErrNotFound when there is no
+// such file and ErrInvalidID when key is not a key. It takes no lock and
+// never waits. Safe for concurrent use.
 func (s *Store) Inspect(ctx context.Context, key string) (FileInfo, Record, error) {
-	return FileInfo{}, Record{}, errors.New("filestore: Inspect: not implemented yet")
+	if s.closed.Load() {
+		return FileInfo{}, Record{}, opErr("inspect", ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return FileInfo{}, Record{}, opErr("inspect", err)
+	}
+	r, err := s.keyRef(key)
+	if err != nil {
+		return FileInfo{}, Record{}, opErr("inspect", err)
+	}
+	d, err := s.fs.OpenDir(r.dir)
+	if err == nil {
+		defer d.Close()
+		var fi fileStat
+		if fi, err = d.Lstat(key); err == nil {
+			info, rec, err := s.classify(d, s.layout.levels, key, fi)
+			if err != nil {
+				return info, Record{}, opErr("inspect", err)
+			}
+			if info.State != FileLive && info.State != FileExpired {
+				return info, Record{}, nil
+			}
+			return info, Record{ID: rec.id, Data: rec.data, Expiry: expiryTime(rec.expiry)}, nil
+		}
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		err = ErrNotFound
+	}
+	return FileInfo{}, Record{}, opErr("inspect", err)
 }
 
-// DeleteKey is Delete of the record named key (see Key): for an operator
-// who knows a session by its key only. It removes the file whatever it
-// holds, even a corrupt one, under the record's lock.
+// DeleteKey is Delete of the record named key (see Key), for an operator
+// who knows a session by its key only. It removes whatever file has that
+// name in the record's shard, a corrupt one too, under the record's lock,
+// for which it waits honouring ctx. Removing a missing record is not an
+// error. Safe for concurrent use.
 func (s *Store) DeleteKey(ctx context.Context, key string) error {
-	return errors.New("filestore: DeleteKey: not implemented yet")
+	if s.closed.Load() {
+		return opErr("delete", ErrClosed)
+	}
+	r, err := s.keyRef(key)
+	if err != nil {
+		return opErr("delete", err)
+	}
+	held, err := s.locks.lock(ctx, r.lk)
+	if err != nil {
+		return opErr("delete", err)
+	}
+	defer held.unlock()
+	if _, err := s.removeLocked(r); err != nil {
+		return opErr("delete", err)
+	}
+	return nil
 }
 
-// Repair fixes the problem fi (from Scan) reports, and says what it did:
-// a corrupt or misplaced record is moved into the quarantine directory in
-// the store's root (never deleted, and never served again); a stale temp
-// file is removed; a file or directory with bad permission bits gets the
-// store's own. It does nothing, and says so, for a file that needs no
-// repair or one it will not touch (a foreign file). It takes the record's
-// lock for a record or temp file, and checks fi against the file again
-// under it, so a record rewritten since the scan is left alone.
+// Repair fixes the problem that fi, from Scan, reports, and says what it
+// did. A corrupt or misplaced record is moved into QuarantineDir in the
+// store's root, named by its key and the time, never deleted and never
+// served again. A stale temp file is removed. A record, temp file or shard
+// directory whose permission bits are not the store's gets the store's. For
+// anything else, a foreign file above all, it does nothing and says so.
+//
+// Repair takes the lock of the record a file belongs to, waiting for it
+// honouring ctx, and checks the file again under it: a file that changed
+// since the scan (a record rewritten, a temp file renamed) is left alone.
+// Safe for concurrent use, also with other processes' writes and sweeps.
 func (s *Store) Repair(ctx context.Context, fi FileInfo) (string, error) {
-	return "", errors.New("filestore: Repair: not implemented yet")
+	if s.closed.Load() {
+		return "", opErr("repair", ErrClosed)
+	}
+	path := filepath.Join(s.root, filepath.FromSlash(fi.Path))
+	if rel, err := filepath.Rel(s.data, path); err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+		if fi.State == FileTemp && fi.Stale && fi.Key == "" {
+			return s.repairInitTemp(path)
+		}
+		return "left alone: not in the data tree", nil
+	}
+	if fi.State == FileShard {
+		if !fi.BadMode {
+			return "nothing to repair", nil
+		}
+		if err := s.fixDirMode(path); err != nil {
+			return "", opErr("repair", err)
+		}
+		return fmt.Sprintf("mode set to %v", fs.FileMode(dirMode)), nil
+	}
+	if fi.Key == "" || !isRecordName(fi.Key) {
+		return "left alone: not a file of the store", nil
+	}
+	held, err := s.locks.lock(ctx, s.locks.of(sumOfHex(fi.Key)))
+	if err != nil {
+		return "", opErr("repair", err)
+	}
+	defer held.unlock()
+
+	d, err := s.fs.OpenDir(filepath.Dir(path))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "left alone: gone since the scan", nil
+	}
+	if err != nil {
+		return "", opErr("repair", err)
+	}
+	defer d.Close()
+	name := filepath.Base(path)
+	st, err := d.Lstat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "left alone: gone since the scan", nil
+	}
+	if err != nil {
+		return "", opErr("repair", err)
+	}
+	level := strings.Count(s.rel(d.Path()), "/")
+	now, _, err := s.classify(d, level, name, st)
+	if err != nil {
+		return "", opErr("repair", err)
+	}
+	if now.State != fi.State {
+		return fmt.Sprintf("left alone: %s since the scan, now %s", fi.State, now.State), nil
+	}
+	var did []string
+	if now.BadMode && st.Mode().IsRegular() {
+		if err := s.fixFileMode(d, name); err != nil {
+			return "", opErr("repair", err)
+		}
+		did = append(did, fmt.Sprintf("mode set to %v", fs.FileMode(fileMode)))
+		// A record unreadable for its mode alone is whole again.
+		if st2, err := d.Lstat(name); err == nil {
+			if again, _, err := s.classify(d, level, name, st2); err == nil {
+				now = again
+			}
+		}
+	}
+	switch now.State {
+	case FileCorrupt, FileMisplaced:
+		to, err := s.quarantine(d, name, now)
+		if err != nil {
+			return "", opErr("repair", err)
+		}
+		did = append(did, "moved to "+to)
+	case FileTemp:
+		if !now.Stale {
+			break
+		}
+		if err := d.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return "", opErr("repair", err)
+		}
+		if err := s.syncOpenDir(d, syncAfterUnlink); err != nil {
+			return "", opErr("repair", err)
+		}
+		did = append(did, "removed")
+	}
+	if len(did) == 0 {
+		return "nothing to repair", nil
+	}
+	return strings.Join(did, "; "), nil
+}
+
+// quarantine moves the file name of d, a corrupt or misplaced record whose
+// lock is held, into the quarantine directory, and returns its new path
+// relative to the root. A corrupt file at a record's own path is what Load
+// reports for it, so readers' caches are told, as for a removal.
+func (s *Store) quarantine(d dir, name string, fi FileInfo) (string, error) {
+	qdir := filepath.Join(s.root, QuarantineDir)
+	if err := s.mkdirIn(s.root, qdir); err != nil {
+		return "", err
+	}
+	to := filepath.Join(qdir, fmt.Sprintf("%s.%s.%d", name, fi.State, s.now().UnixNano()))
+	sum := sumOfHex(name)
+	s.table.bump(sum)
+	err := s.fs.Rename(d.Path()+string(filepath.Separator)+name, to)
+	s.table.bump(sum)
+	s.cache.evict(sum)
+	if err != nil {
+		return "", err
+	}
+	if err := s.syncOpenDir(d, syncAfterRename); err != nil {
+		return "", err
+	}
+	if err := s.syncDir(qdir, syncAfterRename); err != nil {
+		return "", err
+	}
+	return s.rel(to), nil
+}
+
+// fixFileMode sets the mode of the regular file name of d to the store's,
+// through a descriptor opened without following a symlink.
+func (s *Store) fixFileMode(d dir, name string) error {
+	f, err := d.Open(name, os.O_RDONLY|noFollow|noBlock, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Chmod(fileMode)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// fixDirMode sets the mode of the shard directory path to the store's.
+func (s *Store) fixDirMode(path string) error {
+	fi, err := s.fs.Lstat(path)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s: not a directory", s.rel(path))
+	}
+	return s.fs.Chmod(path, dirMode)
+}
+
+// repairInitTemp removes a creating Open's stale temp file in the root, as
+// the sweeper does.
+func (s *Store) repairInitTemp(path string) (string, error) {
+	fi, err := s.fs.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "left alone: gone since the scan", nil
+	}
+	if err != nil {
+		return "", opErr("repair", err)
+	}
+	if filepath.Dir(path) != s.root || !strings.HasPrefix(filepath.Base(path), initPrefix) || !fi.Mode().IsRegular() || s.now().Sub(fi.ModTime()) < staleTempAge {
+		return "left alone: not a stale temp file", nil
+	}
+	if err := s.fs.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", opErr("repair", err)
+	}
+	return "removed", nil
 }
 
 // QuarantineDir is the directory, in a store's root, where Repair moves
@@ -157,11 +541,24 @@ type SweepStats struct {
 	Shards  int // shard directories in the layout
 }
 
-// Sweep runs one sweep now, as DeleteExpired does, calling progress (if not
-// nil) after each shard directory with the totals so far, and returns the
-// totals. It waits, honouring ctx, while another process sweeps.
+// Sweep runs one sweep now, as DeleteExpired does, and returns what it did.
+// It calls progress, if not nil, after each shard directory with the
+// totals so far. It waits, honouring ctx, while another process or
+// goroutine sweeps the same store. Safe for concurrent use.
 func (s *Store) Sweep(ctx context.Context, progress func(SweepStats)) (SweepStats, error) {
-	return SweepStats{}, errors.New("filestore: Sweep: not implemented yet")
+	if s.closed.Load() {
+		return SweepStats{}, opErr("sweep", ErrClosed)
+	}
+	var errs []error
+	st, err := s.sweep(ctx, false, func(err error) {
+		if len(errs) < maxReportedErrors {
+			errs = append(errs, err)
+		}
+	}, progress)
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return st, opErr("sweep", err)
+	}
+	return st, nil
 }
 
 // Info is what Stat reports of a store.
@@ -176,10 +573,30 @@ type Info struct {
 	Opens int
 }
 
-// Stat reports facts about the store that change while it runs. It does
-// not block: it probes the sweep lock without waiting.
+// Stat reports facts about the store that change while it runs. It never
+// blocks: it tries the sweep lock without waiting, and so may make a
+// background sweeper that tries it at that very moment skip one round.
+// Safe for concurrent use.
 func (s *Store) Stat() (Info, error) {
-	return Info{}, errors.New("filestore: Stat: not implemented yet")
+	if s.closed.Load() {
+		return Info{}, opErr("stat", ErrClosed)
+	}
+	info := Info{Layout: s.layout.String(), FormatVersion: s.version, Opens: -1}
+	release, err := s.fs.Lock(context.Background(), s.locks.sweepPath(), true)
+	switch {
+	case errors.Is(err, errLockBusy):
+		info.Sweeping = true
+	case err != nil:
+		return info, opErr("stat", err)
+	default:
+		_ = release() // error deliberately ignored: closing the fd drops the lock
+	}
+	if s.storeLock != nil {
+		if info.Opens, err = s.storeLock.OtherStores(); err != nil {
+			return info, opErr("stat", err)
+		}
+	}
+	return info, nil
 }
 
 // ReshardProgress is reported by Reshard after each step.
@@ -187,15 +604,4 @@ type ReshardProgress struct {
 	Step  string // "start", "move", "cleanup", "switch" or "done"
 	Done  int    // records moved so far, in this run
 	Total int    // records to move, known after "start"
-}
-
-// Reshard moves the store in dir to layout ("flat" or "LxW"). It needs the
-// store to itself: it fails with ErrInUse while any Store has it open, and
-// holds it exclusively while it runs, so that Open elsewhere fails with
-// ErrResharding. It is crash-safe: killed at any point, running it again
-// with the same layout finishes the job, no record lost or duplicated;
-// until then Open fails with ErrResharding. progress, if not nil, is
-// called after each step. Resharding to the current layout does nothing.
-func Reshard(ctx context.Context, dir, layout string, progress func(ReshardProgress)) error {
-	return errors.New("filestore: Reshard: not implemented yet")
 }

@@ -138,6 +138,7 @@ type decoded struct {
 	data   []byte
 	expiry int64 // Unix nanoseconds, 0 = never
 	gen    uint64
+	zstd   bool // the payload was stored compressed
 }
 
 // decodeRecord parses and verifies b. maxData caps the decoded payload.
@@ -201,7 +202,7 @@ func decodeRecord(b []byte, maxData int) (decoded, error) {
 	if int64(len(out)) != decodedLen {
 		return r, fmt.Errorf("%w: zstd payload decoded to %d bytes, header says %d", ErrCorrupt, len(out), decodedLen)
 	}
-	r.data = out
+	r.data, r.zstd = out, true
 	return r, nil
 }
 

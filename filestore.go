@@ -244,6 +244,8 @@ type Store struct {
 	// 0 when it is not: a record is compressed when that saves a block.
 	compressBlock int
 	table         *counterTable // shared change counters (cache.go); nil if unmapped
+	version       int           // the marker's format version
+	storeLock     storeLocker   // the store lock (storelock.go); nil where there is none
 	cache         *readCache    // nil without CacheBytes
 
 	closed    atomic.Bool
@@ -283,6 +285,13 @@ func Open(dir string, opts *Options) (*Store, error) {
 }
 
 func open(dir string, opts *Options, fsys fsys) (*Store, error) {
+	return openStore(dir, opts, fsys, false)
+}
+
+// openStore is Open. With reshard set it takes the store lock exclusively,
+// accepts a store whose reshard is unfinished, and starts no sweeper: it
+// opens the store for Reshard.
+func openStore(dir string, opts *Options, fsys fsys, reshard bool) (*Store, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
@@ -339,29 +348,51 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 	if err != nil {
 		return nil, opErr("open", err)
 	}
+	if err := s.mkdirIn(root, filepath.Join(root, locksDir)); err != nil {
+		return nil, opErr("open", err)
+	}
+	s.locks = newLocker(fsys, filepath.Join(root, locksDir), m.Stripes, m.Version, s.fixModes)
+	if err := s.lockStore(reshard); err != nil {
+		return nil, opErr("open", err)
+	}
+	// Read again under the store lock: a reshard may have finished, or
+	// begun and died, since.
+	if m, err = readMarker(fsys, root); err != nil {
+		s.unlockStore()
+		return nil, opErr("open", err)
+	}
+	if m.Reshard != "" && !reshard {
+		s.unlockStore()
+		return nil, opErr("open", fmt.Errorf("%w: a reshard of %s to %q did not finish; finish it with: filestore reshard %s --layout %s", ErrResharding, root, m.Reshard, root, m.Reshard))
+	}
+	s.version = m.Version
 	s.layout, _ = parseLayout(m.Layout) // validated by readMarker
-	if want != nil && *want != s.layout {
+	if want != nil && *want != s.layout && !reshard {
+		s.unlockStore()
 		return nil, opErr("open", fmt.Errorf("%w: store was created with %q, options ask for %q", ErrLayout, s.layout, *want))
 	}
-	for _, d := range []string{s.data, filepath.Join(root, locksDir)} {
-		if err := s.mkdirIn(root, d); err != nil {
+	if !reshard || m.Reshard == "" {
+		if err := s.mkdirIn(root, s.data); err != nil {
+			s.unlockStore()
 			return nil, opErr("open", err)
 		}
 	}
 	if o.Compress {
 		s.compressBlock = fsBlockSize(s.data)
 	}
-	s.locks = newLocker(fsys, filepath.Join(root, locksDir), m.Stripes, m.Version, s.fixModes)
 	s.dirs = newDirCache(fsys, s.layout)
 	if err := s.locks.ensure(s.locks.sweepPath()); err != nil {
+		s.unlockStore()
 		return nil, opErr("open", err)
 	}
-	s.openCache() // creating the counter table is synced too
+	if !reshard {
+		s.openCache() // creating the counter table is synced too
+	}
 	s.opts.NoSync = o.NoSync
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.life, s.stop = ctx, cancel
-	if o.SweepInterval > 0 {
+	if o.SweepInterval > 0 && !reshard {
 		s.sweeping.Add(1)
 		go s.sweepLoop(ctx, o.SweepInterval)
 	}
@@ -372,6 +403,9 @@ func open(dir string, opts *Options, fsys fsys) (*Store, error) {
 // needed, and returns the store's marker.
 func (s *Store) openRoot(want *layout) (marker, error) {
 	fi, err := s.fs.Lstat(s.root)
+	if errors.Is(err, fs.ErrNotExist) && s.opts.NoCreate {
+		return marker{}, fmt.Errorf("%w: %s does not exist", ErrNotStore, s.root)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := s.fs.MkdirAll(filepath.Dir(s.root), 0o755); err != nil {
 			return marker{}, err
@@ -400,6 +434,9 @@ func (s *Store) openRoot(want *layout) (marker, error) {
 	m, err := readMarker(s.fs, s.root)
 	if !errors.Is(err, fs.ErrNotExist) {
 		return m, err
+	}
+	if s.opts.NoCreate {
+		return m, fmt.Errorf("%w: %s holds no store (no %s)", ErrNotStore, s.root, markerName)
 	}
 	empty, err := isEmptyRoot(s.fs, s.root)
 	if err != nil {
@@ -850,6 +887,7 @@ func (s *Store) Close() error {
 		s.sweeping.Wait()
 		s.watching.Wait()
 		s.locks.close()
+		s.unlockStore()
 		s.dirs.close()
 		s.table.retire() // unmapped by the last Load still using it
 		err = nil

@@ -149,15 +149,15 @@ func (s *Store) DeleteExpired(ctx context.Context) (int, error) {
 		return 0, opErr("delete expired", ErrClosed)
 	}
 	var errs []error
-	n, err := s.sweep(ctx, false, func(err error) {
+	st, err := s.sweep(ctx, false, func(err error) {
 		if len(errs) < maxReportedErrors {
 			errs = append(errs, err)
 		}
-	})
+	}, nil)
 	if err := errors.Join(append(errs, err)...); err != nil {
-		return n, opErr("delete expired", err)
+		return st.Removed, opErr("delete expired", err)
 	}
-	return n, nil
+	return st.Removed, nil
 }
 
 // sweepLoop runs a sweep every interval until ctx ends. A round in which
@@ -174,9 +174,10 @@ func (s *Store) sweepLoop(ctx context.Context, interval time.Duration) {
 		}
 		// The background sweeper has nobody to return errors to: it logs
 		// each file it skipped, once, and a sweep that stopped.
-		n, err := s.sweep(ctx, true, func(err error) {
+		st, err := s.sweep(ctx, true, func(err error) {
 			s.log.Warn("filestore: sweep skipped a file", "dir", s.root, "err", err)
-		})
+		}, nil)
+		n := st.Removed
 		switch {
 		case errors.Is(err, errLockBusy), errors.Is(err, context.Canceled):
 		case err != nil:
@@ -187,20 +188,22 @@ func (s *Store) sweepLoop(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// sweep removes expired records and stale temp files, and returns how many
-// records it removed. With try set it returns errLockBusy if another sweep
-// holds the sweep lock. The error of a file it skipped goes to note, and
-// the sweep goes on; the error it returns is one that stopped it.
-func (s *Store) sweep(ctx context.Context, try bool, note func(error)) (int, error) {
+// sweep removes expired records and stale temp files, and returns what it
+// did. With try set it returns errLockBusy if another sweep holds the
+// sweep lock. The error of a file it skipped goes to note, and the sweep
+// goes on; the error it returns is one that stopped it. progress, if not
+// nil, gets the totals after each shard directory.
+func (s *Store) sweep(ctx context.Context, try bool, note func(error), progress func(SweepStats)) (SweepStats, error) {
+	st := SweepStats{Shards: s.layout.leaves()}
 	release, err := s.fs.Lock(ctx, s.locks.sweepPath(), try)
 	if err != nil {
-		return 0, err
+		return st, err
 	}
 	defer func() { _ = release() }() // error deliberately ignored: closing the fd drops the lock
 
 	var (
-		removed int
-		dirty   bool // the current shard directory has unsynced removals
+		seen  int  // record names walked
+		dirty bool // the current shard directory has unsynced removals
 	)
 	// Each batch of names is sifted without locks (one lstat a name), and
 	// the candidates left are removed under their records' locks, the
@@ -211,6 +214,9 @@ func (s *Store) sweep(ctx context.Context, try bool, note func(error)) (int, err
 	batch := func(d dir, names []string) error {
 		cands = cands[:0]
 		for _, name := range names {
+			if isRecordName(name) {
+				seen++
+			}
 			c, ok, err := s.sweepCheck(d, name)
 			if err != nil {
 				note(err)
@@ -229,7 +235,8 @@ func (s *Store) sweep(ctx context.Context, try bool, note func(error)) (int, err
 			if files > 0 {
 				dirty = true
 			}
-			removed += records
+			st.Removed += records
+			st.Temps += files - records
 			if err != nil {
 				return err
 			}
@@ -240,6 +247,11 @@ func (s *Store) sweep(ctx context.Context, try bool, note func(error)) (int, err
 	// Each shard's removals are made durable by one fsync of its
 	// directory, once its walk is over.
 	done := func(d dir) error {
+		st.Dirs++
+		st.Kept = seen - st.Removed
+		if progress != nil {
+			progress(st)
+		}
 		if !dirty {
 			return nil
 		}
@@ -251,13 +263,15 @@ func (s *Store) sweep(ctx context.Context, try bool, note func(error)) (int, err
 		}
 		return nil
 	}
-	if err := s.walk(ctx, batch, done); err != nil {
-		return removed, err
+	err = s.walk(ctx, batch, done)
+	st.Kept = seen - st.Removed
+	if err != nil {
+		return st, err
 	}
 	if err := s.sweepInitTemps(); err != nil {
 		note(err)
 	}
-	return removed, nil
+	return st, nil
 }
 
 // sweepInitTemps removes the temp files that creating Opens left in the

@@ -64,10 +64,10 @@ func TestSweeperSkipsWhileAnotherSweeps(t *testing.T) {
 	defer other.Close()
 	release, err := other.fs.Lock(bg, other.locks.sweepPath(), true)
 	require.NoError(t, err)
-	_, err = s.sweep(bg, true, func(error) {})
+	_, err = s.sweep(bg, true, func(error) {}, nil)
 	require.ErrorIs(t, err, errLockBusy)
 	require.NoError(t, release())
-	_, err = s.sweep(bg, true, func(error) {})
+	_, err = s.sweep(bg, true, func(error) {}, nil)
 	require.NoError(t, err)
 }
 

@@ -181,6 +181,9 @@ type marker struct {
 	Version int    `json:"version"`
 	Layout  string `json:"layout"`
 	Stripes int    `json:"stripes"`
+	// Reshard is the layout an unfinished reshard moves the store to
+	// (reshard.go); empty otherwise.
+	Reshard string `json:"reshard,omitempty"`
 }
 
 // readMarker reads and validates the marker. It returns an error matching
@@ -205,6 +208,11 @@ func readMarker(fsys fsys, root string) (marker, error) {
 	}
 	if _, err := parseLayout(m.Layout); err != nil {
 		return m, fmt.Errorf("%w: %s: %w", ErrNotStore, path, err)
+	}
+	if m.Reshard != "" {
+		if _, err := parseLayout(m.Reshard); err != nil {
+			return m, fmt.Errorf("%w: %s: %w", ErrNotStore, path, err)
+		}
 	}
 	if m.Stripes < 1 || m.Stripes > 1<<16 {
 		return m, fmt.Errorf("%w: %s: bad stripe count %d", ErrNotStore, path, m.Stripes)

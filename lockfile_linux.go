@@ -45,3 +45,50 @@ func (l *fdLock) RangeLocked(off int64) (bool, error) {
 	}
 	return lk.Type != unix.F_UNLCK, nil
 }
+
+// The store lock (storelock.go) on Linux: byte 0 of <root>/locks/store.lock
+// is read-locked by every open Store and write-locked by a reshard, and each
+// open Store also write-locks one byte of its own from byte 1 on, so that
+// the others can be counted. Open file description locks belong to the
+// descriptor, not the process, so two Stores of one process count as two,
+// and a Store's own locks never conflict with themselves.
+
+// maxStoreSlots bounds the bytes a Store tries for its own: more Stores than
+// that open at once still work, uncounted.
+const maxStoreSlots = 4096
+
+func (l *fdLock) LockStore(exclusive bool) error {
+	typ := int16(unix.F_RDLCK)
+	if exclusive {
+		typ = unix.F_WRLCK
+	}
+	if err := l.lockRange(unix.F_OFD_SETLK, typ, 0); err != nil {
+		return err
+	}
+	for off := int64(1); off <= maxStoreSlots; off++ {
+		err := l.lockRange(unix.F_OFD_SETLK, unix.F_WRLCK, off)
+		if err != errLockBusy {
+			return err // nil, or a real failure; the caller closes l
+		}
+	}
+	return nil
+}
+
+// OtherStores counts the Stores other than this descriptor's that hold a
+// byte of their own: F_OFD_GETLK reports the first conflicting lock at or
+// after an offset, so one call per Store.
+func (l *fdLock) OtherStores() (int, error) {
+	n := 0
+	for off := int64(1); off <= maxStoreSlots; {
+		lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: off, Len: maxStoreSlots + 1 - off}
+		if err := ignoringEINTR(func() error { return unix.FcntlFlock(uintptr(l.fd), unix.F_OFD_GETLK, &lk) }); err != nil {
+			return 0, &fs.PathError{Op: "fcntl", Path: l.name, Err: err}
+		}
+		if lk.Type == unix.F_UNLCK {
+			break
+		}
+		n++
+		off = lk.Start + max(lk.Len, 1)
+	}
+	return n, nil
+}
