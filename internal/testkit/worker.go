@@ -225,6 +225,10 @@ func (p *Proc) Output() string {
 	return p.output.String()
 }
 
+// Kill sends the worker SIGKILL, as a crash would end it; Wait then
+// returns an error saying it was killed. It does not wait.
+func (p *Proc) Kill() error { return p.cmd.Process.Kill() }
+
 // Wait closes the worker's stdin, which ends a WaitForStop in the worker,
 // and waits for the worker to exit. It returns nil if the worker exited
 // with status 0, and otherwise an error holding its Output. A worker still
