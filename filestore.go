@@ -32,7 +32,8 @@
 //
 // Errors are wrapped with the failing operation; test them with errors.Is
 // against the sentinels ErrNotFound, ErrCorrupt, ErrInvalidID, ErrTooLarge,
-// ErrClosed, ErrNotStore, ErrUnsafeRoot, ErrLayout and ErrInvalidOption.
+// ErrClosed, ErrNotStore, ErrUnsafeRoot, ErrLayout, ErrInvalidOption,
+// ErrResharding and ErrInUse.
 // Errors from the operating system are wrapped unchanged, so
 // errors.Is(err, syscall.ENOSPC) and errors.As(err, new(*fs.PathError))
 // work; their paths hold hashed names only. A context that ends while a method waits for a lock returns the
@@ -49,6 +50,15 @@
 // skips records it cannot decode (it logs them) rather than deleting or
 // moving them: a corrupt file is evidence, and removing it is the operator's
 // call.
+//
+// # Operators
+//
+// Scan, Inspect, DeleteKey, Repair, Sweep, Stat and Reshard are for tools
+// that maintain a store, such as the filestore command (cmd/filestore):
+// they report every file with its state, move corrupt records into a
+// quarantine directory, and move a store to another layout. Every open
+// Store holds a shared lock on the store until Close, which lets Stat count
+// them and lets Reshard refuse to run under them.
 package filestore
 
 import (

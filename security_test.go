@@ -174,7 +174,7 @@ func TestHostileIDsStayInsideRoot(t *testing.T) {
 }
 
 // storeName matches every path a store creates, relative to its root.
-var storeName = regexp.MustCompile(`^(filestore\.json|counters|data|locks|locks/(sweep|stripe-[0-9a-f]{4})\.lock|data(/[0-9a-f]{2}){0,2}|data/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64})$`)
+var storeName = regexp.MustCompile(`^(filestore\.json|counters|data|locks|locks/(sweep|store|stripe-[0-9a-f]{4})\.lock|data(/[0-9a-f]{2}){0,2}|data/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64})$`)
 
 func requireOnlyStoreNames(t *testing.T, s *Store) {
 	t.Helper()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"syscall"
 )
 
 // The store lock: every open Store holds <root>/locks/store.lock shared
@@ -34,10 +35,16 @@ type storeLocker interface {
 // (exclusive) when the lock is taken the other way.
 func (s *Store) lockStore(exclusive bool) error {
 	path := filepath.Join(s.root, locksDir, storeLockName)
-	if err := s.locks.ensure(path); err != nil {
-		return err
+	err := s.locks.ensure(path)
+	var lf lockFile
+	if err == nil {
+		lf, err = s.fs.OpenLock(path)
 	}
-	lf, err := s.fs.OpenLock(path)
+	if errors.Is(err, syscall.EROFS) && !exclusive {
+		// A store on a read-only filesystem can be read, and nothing can
+		// reshard it: it needs no store lock.
+		return nil
+	}
 	if err != nil {
 		return err
 	}
