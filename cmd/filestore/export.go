@@ -77,7 +77,7 @@ Records that cannot be read are left out, named by key, with exit status 1.`,
 		done := false
 		defer func() {
 			if !done {
-				_ = f.Close()       // error deliberately ignored: already failing
+				_ = f.Close()      // error deliberately ignored: already failing
 				_ = os.Remove(tmp) // error deliberately ignored: as above
 			}
 		}()
