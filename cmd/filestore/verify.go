@@ -109,8 +109,11 @@ Exit status 1 while problems remain.`,
 		} else if err := e.printVerify(&r, repair); err != nil {
 			return err
 		}
-		if len(left) > 0 {
-			return problems("%d files with problems remain", len(left))
+		switch {
+		case len(left) > 0 && repair:
+			return problems("%d files with problems remain after repair", len(left))
+		case len(left) > 0:
+			return problems("%d files with problems", len(left))
 		}
 		return nil
 	}
