@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -58,12 +59,24 @@ records or files the store did not create (see verify).`,
 			fmt.Fprintf(e.stdout, "removed %d expired, kept %d, reclaimed %d temp files, in %d directories, %s\n",
 				r.Removed, r.Kept, r.Temps, r.Dirs, time.Duration(r.Seconds*float64(time.Second)).Round(time.Millisecond))
 		}
-		if err != nil {
-			// Errors on single files do not stop a sweep: the summary
-			// above is what it did.
-			return problems("sweep finished with errors: %v", err)
+		switch {
+		case err == nil:
+			return nil
+		case c.Context().Err() != nil:
+			return problems("sweep interrupted: the summary above is what it did")
 		}
-		return nil
+		// Errors on single files (corrupt records, which the sweep never
+		// removes, or I/O errors) do not stop a sweep: the summary above
+		// is what it did. Each goes on its own line.
+		errs := []error{err}
+		var joined interface{ Unwrap() []error }
+		if errors.As(err, &joined) {
+			errs = joined.Unwrap()
+		}
+		for _, err := range errs {
+			e.warnf("%s", oneLine(err.Error()))
+		}
+		return problems("the sweep skipped %d files it could not handle; 'filestore verify %s' reports them", len(errs), args[0])
 	}
 	return c
 }

@@ -80,7 +80,7 @@ func isUsage(err error) bool {
 // oneLine folds an error onto one line, as the tool promises, without the
 // library's own "filestore: " prefixes, since run adds the tool's.
 func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
+	s = strings.ReplaceAll(strings.Join(strings.Fields(s), " "), ": filestore: ", ": ")
 	for {
 		t := strings.TrimPrefix(s, "filestore: ")
 		if t == s {

@@ -68,7 +68,7 @@ otherwise. A corrupt record is reported with why, and exit status 1.
 			r.Expiry = &t
 		}
 		if fi.Err != nil {
-			r.Error = fi.Err.Error()
+			r.Error = reason(fi)
 		}
 		valid := fi.State == filestore.FileLive || fi.State == filestore.FileExpired
 		if valid {

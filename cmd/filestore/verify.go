@@ -37,7 +37,7 @@ type verifyReport struct {
 	Repairs  []repairResult `json:"repairs,omitempty"`
 	// Remaining is what a scan after the repairs still found; only with
 	// --repair.
-	Remaining []finding `json:"remaining,omitempty"`
+	Remaining *[]finding `json:"remaining,omitempty"`
 }
 
 func newVerify(e *env) *cobra.Command {
@@ -90,18 +90,20 @@ Exit status 1 while problems remain.`,
 				bar.Add(1)
 			}
 			bar.Finish()
-			_, r.Remaining, err = e.check(ctx, s, "checking again")
+			_, left, err = e.check(ctx, s, "checking again")
 			if err != nil {
 				return err
 			}
-			left = r.Remaining
+		}
+		if repair {
+			if left == nil {
+				left = []finding{}
+			}
+			r.Remaining = &left
 		}
 		if e.jsonOut {
 			if r.Problems == nil {
 				r.Problems = []finding{}
-			}
-			if repair && r.Remaining == nil {
-				r.Remaining = []finding{}
 			}
 			if err := e.writeJSON(r); err != nil {
 				return err
@@ -147,7 +149,7 @@ func problemsOf(fi filestore.FileInfo) (finding, bool) {
 	case filestore.FileCorrupt:
 		f.Problems = append(f.Problems, "corrupt")
 		if fi.Err != nil {
-			detail = append(detail, oneLine(fi.Err.Error()))
+			detail = append(detail, reason(fi))
 		}
 	case filestore.FileMisplaced:
 		f.Problems = append(f.Problems, "misplaced")
@@ -189,12 +191,13 @@ func (e *env) printVerify(r *verifyReport, repair bool) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	if len(r.Remaining) == 0 {
+	left := *r.Remaining
+	if len(left) == 0 {
 		fmt.Fprintln(e.stdout, "checked again: no problems remain")
 		return nil
 	}
-	fmt.Fprintf(e.stdout, "checked again: %d with problems remain\n", len(r.Remaining))
-	return e.printFindings(r.Remaining)
+	fmt.Fprintf(e.stdout, "checked again: %d with problems remain\n", len(left))
+	return e.printFindings(left)
 }
 
 func (e *env) printFindings(fs []finding) error {
@@ -207,4 +210,9 @@ func (e *env) printFindings(fs []finding) error {
 		fmt.Fprintf(w, "%s\t%s\t%s\n", f.Path, strings.Join(f.Problems, ","), f.Detail)
 	}
 	return w.Flush()
+}
+
+// reason is why fi is corrupt, without the path its line already shows.
+func reason(fi filestore.FileInfo) string {
+	return oneLine(strings.TrimPrefix(fi.Err.Error(), fi.Path+": "))
 }
