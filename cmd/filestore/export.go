@@ -110,9 +110,9 @@ func exportResult(w io.Writer, n int, where string, skipped int, err error) erro
 	if err != nil && skipped == 0 {
 		return err
 	}
-	fmt.Fprintf(w, "exported %d sessions to %s\n", n, where)
+	fmt.Fprintf(w, "exported %s to %s\n", plural(n, "session"), where)
 	if err != nil {
-		return problems("%d records left out: %v", skipped, err)
+		return problems("%s left out: %v", plural(skipped, "record"), err)
 	}
 	return nil
 }
@@ -221,9 +221,9 @@ sessions it imported before it, and exits with status 1. Without -i (or with
 		imp := importer{s: s, bar: bar, now: time.Now()}
 		ierr := imp.run(ctx, bufio.NewReaderSize(r, 64<<10))
 		bar.Finish()
-		fmt.Fprintf(e.stdout, "imported %d sessions, skipped %d expired\n", imp.imported, imp.expired)
+		fmt.Fprintf(e.stdout, "imported %s, skipped %d expired\n", plural(imp.imported, "session"), imp.expired)
 		if ierr != nil {
-			return problems("%v (the %d sessions before it are imported)", ierr, imp.imported)
+			return problems("%v (the %s before it imported)", ierr, plural(imp.imported, "session"))
 		}
 		return nil
 	}

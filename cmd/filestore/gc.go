@@ -56,8 +56,8 @@ records or files the store did not create (see verify).`,
 				return jerr
 			}
 		} else {
-			fmt.Fprintf(e.stdout, "removed %d expired, kept %d, reclaimed %d temp files, in %d directories, %s\n",
-				r.Removed, r.Kept, r.Temps, r.Dirs, time.Duration(r.Seconds*float64(time.Second)).Round(time.Millisecond))
+			fmt.Fprintf(e.stdout, "removed %d expired, kept %d, reclaimed %s, in %s, %s\n",
+				r.Removed, r.Kept, plural(r.Temps, "temp file"), plural(r.Dirs, "directory", "directories"), time.Duration(r.Seconds*float64(time.Second)).Round(time.Millisecond))
 		}
 		switch {
 		case err == nil:
@@ -76,7 +76,7 @@ records or files the store did not create (see verify).`,
 		for _, err := range errs {
 			e.warnf("%s", oneLine(err.Error()))
 		}
-		return problems("the sweep skipped %d files it could not handle; 'filestore verify %s' reports them", len(errs), args[0])
+		return problems("the sweep skipped %s it could not handle; 'filestore verify %s' reports them", plural(len(errs), "file"), args[0])
 	}
 	return c
 }

@@ -95,3 +95,15 @@ func printable(b []byte) bool {
 	}
 	return true
 }
+
+// plural prints n with word, adding an s unless n is 1: "1 file", "2
+// files"; or with the plural form given, if any.
+func plural(n int, word string, pluralForm ...string) string {
+	switch {
+	case n == 1:
+		return fmt.Sprintf("%d %s", n, word)
+	case len(pluralForm) > 0:
+		return fmt.Sprintf("%d %s", n, pluralForm[0])
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}

@@ -113,9 +113,12 @@ Exit status 1 while problems remain.`,
 		}
 		switch {
 		case len(left) > 0 && repair:
+			if len(left) == 1 {
+				return problems("1 file with problems remains after repair")
+			}
 			return problems("%d files with problems remain after repair", len(left))
 		case len(left) > 0:
-			return problems("%d files with problems", len(left))
+			return problems("%s with problems", plural(len(left), "file"))
 		}
 		return nil
 	}
@@ -172,7 +175,7 @@ func problemsOf(fi filestore.FileInfo) (finding, bool) {
 }
 
 func (e *env) printVerify(r *verifyReport, repair bool) error {
-	fmt.Fprintf(e.stdout, "checked %d files: %d with problems\n", r.Checked, len(r.Problems))
+	fmt.Fprintf(e.stdout, "checked %s: %d with problems\n", plural(r.Checked, "file"), len(r.Problems))
 	if err := e.printFindings(r.Problems); err != nil {
 		return err
 	}
@@ -196,7 +199,11 @@ func (e *env) printVerify(r *verifyReport, repair bool) error {
 		fmt.Fprintln(e.stdout, "checked again: no problems remain")
 		return nil
 	}
-	fmt.Fprintf(e.stdout, "checked again: %d with problems remain\n", len(left))
+	verb := "remain"
+	if len(left) == 1 {
+		verb = "remains"
+	}
+	fmt.Fprintf(e.stdout, "checked again: %d with problems %s\n", len(left), verb)
 	return e.printFindings(left)
 }
 
