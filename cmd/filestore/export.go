@@ -217,7 +217,7 @@ sessions it imported before it, and exits with status 1. Without -i (or with
 			return err
 		}
 		defer closeStore(s, &err)
-		bar := e.newProgress(total, "importing")
+		bar := e.newBytesProgress(total, "importing")
 		imp := importer{s: s, bar: bar, now: time.Now()}
 		ierr := imp.run(ctx, bufio.NewReaderSize(r, 64<<10))
 		bar.Finish()

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,15 +16,33 @@ import (
 )
 
 // TestWatch runs "filestore watch" as its own process, changes the store
-// from this one, and reads the changes it prints, by key; SIGINT ends it
-// with status 0.
+// from this one, and reads the changes it prints, by key, as text and as
+// JSON; SIGINT or SIGTERM ends it with status 0.
 func TestWatch(t *testing.T) {
-	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
-		t.Run(sig.String(), func(t *testing.T) { testWatch(t, sig) })
-	}
+	t.Run("text", func(t *testing.T) { testWatch(t, false, syscall.SIGINT) })
+	t.Run("json", func(t *testing.T) { testWatch(t, true, syscall.SIGTERM) })
 }
 
-func testWatch(t *testing.T, sig syscall.Signal) {
+// watchLine parses one line of watch's output into its event and key.
+func watchLine(t *testing.T, jsonOut bool, l string) (event, key string) {
+	if !jsonOut {
+		f := strings.Fields(l)
+		if len(f) > 1 && f[1] == "overflow" {
+			return "overflow", ""
+		}
+		if len(f) != 3 {
+			t.Fatalf("watch printed %q", l)
+		}
+		return f[1], f[2]
+	}
+	var ev watchEvent
+	if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.Time.IsZero() {
+		t.Fatalf("watch printed %q: %v", l, err)
+	}
+	return ev.Event, ev.Key
+}
+
+func testWatch(t *testing.T, jsonOut bool, sig syscall.Signal) {
 	dir := filepath.Join(t.TempDir(), "store")
 	s, err := filestore.Open(dir, &filestore.Options{SweepInterval: -1})
 	if err != nil {
@@ -36,7 +55,11 @@ func testWatch(t *testing.T, sig syscall.Signal) {
 	}
 
 	// "filestore" is this test binary, installed in $PATH by TestMain.
-	cmd := exec.Command("filestore", "watch", dir)
+	args := []string{"watch", dir}
+	if jsonOut {
+		args = append(args, "--json")
+	}
+	cmd := exec.Command("filestore", args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -89,8 +112,8 @@ func testWatch(t *testing.T, sig syscall.Signal) {
 			if strings.Contains(l, id) {
 				t.Errorf("watch printed the raw id: %q", l)
 			}
-			if strings.HasSuffix(l, " "+key) {
-				got = append(got, strings.Fields(l)[1])
+			if event, k := watchLine(t, jsonOut, l); k == key {
+				got = append(got, event)
 			}
 		case <-timeout:
 			t.Fatalf("watch printed %q within %v, want the save and the delete", got, testkit.WaitTimeout)
