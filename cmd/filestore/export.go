@@ -117,9 +117,6 @@ func exportResult(w io.Writer, n int, where string, skipped int, err error) erro
 	return nil
 }
 
-// errLeftOut marks the records export could not write.
-var errLeftOut = errors.New("left out")
-
 // export writes the live records of s to w and returns how many it wrote
 // and how many it left out. When records were left out (corrupt, or an id
 // JSON cannot carry), the error says which, by key, and every other record
@@ -164,7 +161,7 @@ func (e *env) export(ctx context.Context, s *filestore.Store, w io.Writer) (int,
 		return n, 0, err
 	}
 	if len(leftOut) > 0 {
-		return n, skipped, fmt.Errorf("%w: %w", errLeftOut, errors.Join(leftOut...))
+		return n, skipped, errors.Join(leftOut...)
 	}
 	return n, 0, nil
 }
