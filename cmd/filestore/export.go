@@ -112,7 +112,8 @@ func exportResult(w io.Writer, n int, where string, skipped int, err error) erro
 	}
 	fmt.Fprintf(w, "exported %s to %s\n", plural(n, "session"), where)
 	if err != nil {
-		return problems("%s left out: %v", plural(skipped, "record"), err)
+		// One error from ForEach may name several records: no count.
+		return problems("records left out: %v", err)
 	}
 	return nil
 }
