@@ -37,17 +37,26 @@ type progress struct{ bar *progressbar.ProgressBar }
 // newProgress starts a bar of total steps (-1 when unknown) described by
 // what; it is a no-op off a terminal.
 func (e *env) newProgress(total int64, what string) *progress {
+	return e.startProgress(total, what, progressbar.OptionShowCount())
+}
+
+// newBytesProgress is newProgress for a count of bytes.
+func (e *env) newBytesProgress(total int64, what string) *progress {
+	return e.startProgress(total, what, progressbar.OptionShowBytes(true), progressbar.OptionShowCount())
+}
+
+func (e *env) startProgress(total int64, what string, count ...progressbar.Option) *progress {
 	f, ok := e.stderr.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) {
 		return &progress{}
 	}
-	return &progress{bar: progressbar.NewOptions64(total,
+	opts := append([]progressbar.Option{
 		progressbar.OptionSetWriter(f),
 		progressbar.OptionSetDescription(what),
-		progressbar.OptionShowCount(),
-		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionThrottle(100 * time.Millisecond),
 		progressbar.OptionClearOnFinish(),
-	)}
+	}, count...)
+	return &progress{bar: progressbar.NewOptions64(total, opts...)}
 }
 
 func (p *progress) Set(n int64) {
@@ -94,4 +103,16 @@ func printable(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// plural prints n with word, adding an s unless n is 1: "1 file", "2
+// files"; or with the plural form given, if any.
+func plural(n int, word string, pluralForm ...string) string {
+	switch {
+	case n == 1:
+		return fmt.Sprintf("%d %s", n, word)
+	case len(pluralForm) > 0:
+		return fmt.Sprintf("%d %s", n, pluralForm[0])
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -26,7 +30,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.Execute()
+	// SIGINT and SIGTERM end a command's context: a long command stops
+	// where it is and says so, and watch ends with status 0.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
 	}
@@ -69,8 +77,18 @@ func isUsage(err error) bool {
 	return false
 }
 
-// oneLine folds an error onto one line, as the tool promises.
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+// oneLine folds an error onto one line, as the tool promises, without the
+// library's own "filestore: " prefixes, since run adds the tool's.
+func oneLine(s string) string {
+	s = strings.ReplaceAll(strings.Join(strings.Fields(s), " "), ": filestore: ", ": ")
+	for {
+		t := strings.TrimPrefix(s, "filestore: ")
+		if t == s {
+			return s
+		}
+		s = t
+	}
+}
 
 func newRoot(e *env) *cobra.Command {
 	root := &cobra.Command{
