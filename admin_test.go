@@ -32,7 +32,7 @@ func plantProblems(t *testing.T, s *Store) (live []string, planted map[string]Fi
 	// Corrupt: garbage at a record's own path.
 	require.NoError(t, s.Save(bg, "corrupt", []byte("x"), future))
 	r, _ := s.refOf("corrupt")
-	require.NoError(t, os.WriteFile(r.file, []byte("not a record"), 0o600))
+	require.NoError(t, os.WriteFile(r.path(), []byte("not a record"), 0o600))
 	planted[Key("corrupt")] = FileCorrupt
 
 	// Misplaced: a valid record moved into another shard directory.
@@ -43,25 +43,25 @@ func plantProblems(t *testing.T, s *Store) (live []string, planted map[string]Fi
 		other = filepath.Join(s.data, "01")
 	}
 	require.NoError(t, os.MkdirAll(other, 0o700))
-	require.NoError(t, os.Rename(r.file, filepath.Join(other, r.hex)))
+	require.NoError(t, os.Rename(r.path(), filepath.Join(other, r.hex)))
 	planted[Key("misplaced")] = FileMisplaced
 
 	// A record readable by other users.
 	require.NoError(t, s.Save(bg, "open-mode", []byte("x"), future))
 	r, _ = s.refOf("open-mode")
-	require.NoError(t, os.Chmod(r.file, 0o644))
+	require.NoError(t, os.Chmod(r.path(), 0o644))
 	live = append(live, Key("open-mode"))
 
 	// A stale temp file and a fresh one.
 	r, _ = s.refOf("live-0")
-	stale := filepath.Join(r.dir, tempPrefixOf(r.hex)+"stale")
+	stale := filepath.Join(r.dirPath(), tempPrefixOf(r.hex)+"stale")
 	require.NoError(t, os.WriteFile(stale, []byte("half"), 0o600))
 	old := time.Now().Add(-time.Hour)
 	require.NoError(t, os.Chtimes(stale, old, old))
-	require.NoError(t, os.WriteFile(filepath.Join(r.dir, tempPrefixOf(r.hex)+"fresh"), []byte("half"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(r.dirPath(), tempPrefixOf(r.hex)+"fresh"), []byte("half"), 0o600))
 
 	// Foreign files, in a shard and in the root.
-	require.NoError(t, os.WriteFile(filepath.Join(r.dir, "notes.txt"), []byte("mine"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(r.dirPath(), "notes.txt"), []byte("mine"), 0o600))
 	require.NoError(t, os.WriteFile(filepath.Join(s.root, "README"), []byte("mine"), 0o600))
 	return live, planted
 }
@@ -156,7 +156,7 @@ func TestRepairLeavesARecordRewrittenSinceTheScan(t *testing.T) {
 	s := openTest(t, nil)
 	require.NoError(t, s.Save(bg, "a", []byte("x"), time.Time{}))
 	r, _ := s.refOf("a")
-	require.NoError(t, os.WriteFile(r.file, []byte("garbage"), 0o600))
+	require.NoError(t, os.WriteFile(r.path(), []byte("garbage"), 0o600))
 	var fi FileInfo
 	for _, f := range scanAll(t, s) {
 		if f.Key == r.hex {

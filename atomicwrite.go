@@ -128,7 +128,7 @@ func (s *Store) fillTemp(f file, b []byte, mtime time.Time) error {
 // exp (expiryNanos), creating the shard directories if needed. The
 // record's lock must be held.
 func (s *Store) replaceLocked(r ref, b []byte, exp int64) error {
-	d, use := s.dirs.get(r.shard, r.dir)
+	d, use := s.dirs.get(r.shard, r)
 	defer func() { use.release() }()
 	prefix, hint := tempPrefixOf(r.hex), expiryHint(exp)
 	tmp, err := s.writeTemp(d, prefix, b, hint)
@@ -139,8 +139,8 @@ func (s *Store) replaceLocked(r ref, b []byte, exp int64) error {
 		s.dirs.drop(r.shard, d)
 		use.release()
 		use = nil
-		if err = s.mkdirAll(r.dir); err == nil {
-			d, use = s.dirs.get(r.shard, r.dir)
+		if err = s.mkdirAll(r.dirPath()); err == nil {
+			d, use = s.dirs.get(r.shard, r)
 			tmp, err = s.writeTemp(d, prefix, b, hint)
 		}
 	}

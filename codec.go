@@ -146,6 +146,13 @@ type decoded struct {
 // ErrTooLarge for a payload above maxData); it never panics. The returned data does not
 // alias b unless it was stored raw, in which case it is a subslice of b.
 func decodeRecord(b []byte, maxData int) (decoded, error) {
+	return decodeRecordOf(b, maxData, "")
+}
+
+// decodeRecordOf is decodeRecord for a reader that expects the id want (or
+// any id, if want is empty). A record that holds want shares want's string
+// instead of allocating its own: one allocation less for every Load.
+func decodeRecordOf(b []byte, maxData int, want string) (decoded, error) {
 	var r decoded
 	if len(b) < headerSize+trailerSize {
 		return r, fmt.Errorf("%w: %d bytes is shorter than a header", ErrCorrupt, len(b))
@@ -186,7 +193,11 @@ func decodeRecord(b []byte, maxData int) (decoded, error) {
 	if decodedLen > int64(maxData) {
 		return r, fmt.Errorf("%w: %w: payload of %d bytes exceeds the limit of %d", ErrCorrupt, ErrTooLarge, decodedLen, maxData)
 	}
-	r.id = string(b[headerSize : headerSize+idLen])
+	if id := b[headerSize : headerSize+idLen]; want != "" && string(id) == want {
+		r.id = want
+	} else {
+		r.id = string(id)
+	}
 	payload := body[headerSize+idLen:]
 	if flags&flagZstd == 0 {
 		if int64(len(payload)) != decodedLen {

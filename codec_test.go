@@ -197,7 +197,7 @@ func TestBadRecordsThroughTheStore(t *testing.T) {
 	recs := badRecordsFor(t, id)
 	for name, b := range recs {
 		r, _ := s.refOf(id(name))
-		require.NoError(t, os.MkdirAll(r.dir, 0o700))
+		require.NoError(t, os.MkdirAll(r.dirPath(), 0o700))
 		require.NoError(t, os.WriteFile(r.path(), b, 0o600))
 	}
 	for name, b := range recs {

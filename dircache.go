@@ -88,14 +88,14 @@ func (c *cachedDir) retire() {
 	}
 }
 
-// get returns shard's directory, at path, and the use to release when done
+// get returns shard's directory, r's shard directory, and the use to release when done
 // with it: the cached descriptor, opening it if need be, or where there is
 // none (caching is off, the store is closing, or the directory cannot be
 // opened, as before its first record) a dir that names files by path, and
 // a nil use.
-func (c *dirCache) get(shard int, path string) (dir, *cachedDir) {
+func (c *dirCache) get(shard int, r ref) (dir, *cachedDir) {
 	if c.slots == nil {
-		return pathsIn(c.fs, path), nil
+		return pathsIn(c.fs, r.dirPath()), nil
 	}
 	if cd := c.slots[shard].Load(); cd != nil && cd.acquire() {
 		return cd.d, cd
@@ -105,6 +105,7 @@ func (c *dirCache) get(shard int, path string) (dir, *cachedDir) {
 	if cd := c.slots[shard].Load(); cd != nil && cd.acquire() {
 		return cd.d, cd
 	}
+	path := r.dirPath()
 	if c.shut {
 		return pathsIn(c.fs, path), nil
 	}
@@ -160,11 +161,11 @@ func dirRemoved(fi fileStat) bool { return fi.sys && fi.nlink == 0 }
 // the directory now at the path. It returns the dir op last ran on and its
 // use, which the caller releases when done with the dir.
 func (s *Store) inShard(r ref, op func(d dir) error) (dir, *cachedDir, error) {
-	d, use := s.dirs.get(r.shard, r.dir)
+	d, use := s.dirs.get(r.shard, r)
 	err := op(d)
 	if errors.Is(err, fs.ErrNotExist) && s.dirs.stale(r.shard, d) {
 		use.release()
-		d, use = s.dirs.get(r.shard, r.dir)
+		d, use = s.dirs.get(r.shard, r)
 		err = op(d)
 	}
 	return d, use, err

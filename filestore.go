@@ -479,15 +479,27 @@ func (s *Store) Layout() string { return s.layout.String() }
 
 // ref locates one record: the hash of its id, its shard and its lock.
 type ref struct {
-	sum   [32]byte
-	hex   string
-	dir   string // the shard directory
-	file  string // the record's path, dir/hex
-	shard int    // the shard directory's number, layout.leafOf
-	lk    recordLock
+	sum    [32]byte
+	hex    string
+	data   string // the store's data directory
+	layout layout
+	shard  int // the shard directory's number, layout.leafOf
+	lk     recordLock
 }
 
-func (r ref) path() string { return r.file }
+// dirPath is the path of the record's shard directory. It is built when
+// asked for: a Load through a cached shard directory names the record by
+// hex alone.
+func (r ref) dirPath() string {
+	d, _ := r.layout.recordPath(r.data, r.hex)
+	return d
+}
+
+// path is the record's path.
+func (r ref) path() string {
+	_, p := r.layout.recordPath(r.data, r.hex)
+	return p
+}
 
 // refOf validates id and locates its record.
 func (s *Store) refOf(id string) (ref, error) {
@@ -500,8 +512,7 @@ func (s *Store) refOf(id string) (ref, error) {
 
 // refAt locates the record whose hash is sum, hex in hex.
 func (s *Store) refAt(sum [32]byte, hex string) ref {
-	dir, file := s.layout.recordPath(s.data, hex)
-	return ref{sum: sum, hex: hex, dir: dir, file: file, shard: s.layout.leafOf(sum), lk: s.locks.of(sum)}
+	return ref{sum: sum, hex: hex, data: s.data, layout: s.layout, shard: s.layout.leafOf(sum), lk: s.locks.of(sum)}
 }
 
 // begin checks that the store is open and the context live, and locates id.
@@ -660,7 +671,7 @@ func (s *Store) decodeFile(f file, id string) (decoded, error) {
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return decoded{}, err
 	}
-	d, err := decodeRecord(b[:n], s.opts.MaxRecordSize)
+	d, err := decodeRecordOf(b[:n], s.opts.MaxRecordSize, id)
 	if err != nil {
 		return decoded{}, fmt.Errorf("%s: %w", f.Name(), err)
 	}
@@ -737,6 +748,11 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return opErr("delete", err)
 	}
+	return s.deleteRef(ctx, r)
+}
+
+// deleteRef is Delete of the record r, once located.
+func (s *Store) deleteRef(ctx context.Context, r ref) error {
 	held, err := s.locks.lock(ctx, r.lk)
 	if err != nil {
 		return opErr("delete", err)

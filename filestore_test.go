@@ -427,7 +427,7 @@ func TestMisplacedRecordIsCorrupt(t *testing.T) {
 	require.NoError(t, s.Save(bg, "alice", []byte("alice's"), time.Time{}))
 	a, _ := s.refOf("alice")
 	m, _ := s.refOf("mallory")
-	require.NoError(t, os.MkdirAll(m.dir, 0o700))
+	require.NoError(t, os.MkdirAll(m.dirPath(), 0o700))
 	b, err := os.ReadFile(a.path())
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(m.path(), b, 0o600))

@@ -124,7 +124,7 @@ func FuzzPlantedRecord(f *testing.F) {
 	f.Cleanup(func() { _ = s.Close() })
 	s.now = func() time.Time { return time.Unix(2e9, 0) } // after expiredRecord's expiry
 	r, _ := s.refOf(fuzzID)
-	require.NoError(f, s.mkdirAll(r.dir))
+	require.NoError(f, s.mkdirAll(r.dirPath()))
 	outside := filepath.Join(base, "outside")
 	root := os.Geteuid() == 0
 

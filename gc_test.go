@@ -75,10 +75,10 @@ func TestSweepRemovesStaleTempFilesOnly(t *testing.T) {
 	s := openTest(t, nil)
 	require.NoError(t, s.Save(bg, "id", []byte("x"), time.Time{}))
 	r, _ := s.refOf("id")
-	stale := filepath.Join(r.dir, tempPrefix+r.hex+"-crashed")
-	fresh := filepath.Join(r.dir, tempPrefix+r.hex+"-writing")
-	foreign := filepath.Join(r.dir, ".nfs0000000001")
-	notHex := filepath.Join(r.dir, tempPrefix+strings.Repeat("g", hashHexLen)+"-x")
+	stale := filepath.Join(r.dirPath(), tempPrefix+r.hex+"-crashed")
+	fresh := filepath.Join(r.dirPath(), tempPrefix+r.hex+"-writing")
+	foreign := filepath.Join(r.dirPath(), ".nfs0000000001")
+	notHex := filepath.Join(r.dirPath(), tempPrefix+strings.Repeat("g", hashHexLen)+"-x")
 	for _, p := range []string{stale, fresh, foreign, notHex} {
 		require.NoError(t, os.WriteFile(p, []byte("partial"), 0o600))
 	}
@@ -234,7 +234,7 @@ func TestSweepTrustsTheHintOnlyToSkip(t *testing.T) {
 	r, _ := s.refOf("expiring")
 	now := time.Now()
 	require.NoError(t, os.Chtimes(r.path(), now, now))
-	orphan := filepath.Join(r.dir, tempPrefix+r.hex+"-crashed")
+	orphan := filepath.Join(r.dirPath(), tempPrefix+r.hex+"-crashed")
 	require.NoError(t, os.WriteFile(orphan, []byte("partial"), 0o600))
 	future := now.Add(48 * time.Hour)
 	require.NoError(t, os.Chtimes(orphan, future, future)) // as a writer that died after setting its hint
@@ -264,9 +264,9 @@ func TestSweepLocksOncePerRun(t *testing.T) {
 		r, err := s.refOf(id)
 		require.NoError(t, err)
 		if shard == "" {
-			shard = r.dir
+			shard = r.dirPath()
 		}
-		if r.dir == shard {
+		if r.dirPath() == shard {
 			ids = append(ids, id)
 		}
 	}

@@ -288,20 +288,20 @@ func TestKernelEACCES(t *testing.T) {
 	victim, _ := s.refOf("victim")
 	for _, id := range []string{"keep", "other"} {
 		r, _ := s.refOf(id)
-		require.NotEqual(t, victim.dir, r.dir, "ids share a shard")
-		require.NoError(t, s.mkdirAll(r.dir))
+		require.NotEqual(t, victim.dirPath(), r.dirPath(), "ids share a shard")
+		require.NoError(t, s.mkdirAll(r.dirPath()))
 	}
 	err = filepath.WalkDir(s.Dir(), func(p string, d fs.DirEntry, err error) error {
-		if err != nil || strings.HasPrefix(p, victim.dir) {
+		if err != nil || strings.HasPrefix(p, victim.dirPath()) {
 			return err
 		}
 		return os.Lchown(p, nobody, nobody)
 	})
 	require.NoError(t, err)
-	before := treeHash(t, victim.dir)
+	before := treeHash(t, victim.dirPath())
 	attr := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
 	t.Log(kernelWorker(t, bin, s.Dir(), "", attr))
-	require.Equal(t, before, treeHash(t, victim.dir), "the victim's shard is unchanged")
+	require.Equal(t, before, treeHash(t, victim.dirPath()), "the victim's shard is unchanged")
 
 	// A store root owned by another uid is refused outright.
 	foreign := openTest(t, nil)
@@ -341,10 +341,10 @@ func TestKernelEPERM(t *testing.T) {
 	// An immutable shard directory refuses new records.
 	var id string
 	var shard string
-	for i := 0; shard == "" || shard == keep.dir || shard == stale.dir; i++ {
+	for i := 0; shard == "" || shard == keep.dirPath() || shard == stale.dirPath(); i++ {
 		id = fmt.Sprintf("new-%d", i)
 		rf, _ := s.refOf(id)
-		shard = rf.dir
+		shard = rf.dirPath()
 	}
 	require.NoError(t, s.mkdirAll(shard))
 	require.NoError(t, setImmutable(shard, true))

@@ -184,10 +184,10 @@ func TestStripesFollowShards(t *testing.T) {
 			for i := range 5000 {
 				r, err := s.refOf(fmt.Sprintf("%s-session-%d", l, i))
 				require.NoError(t, err)
-				if st, ok := stripeOfDir[r.dir]; ok {
-					require.Equal(t, st, r.lk.stripe, "two records of shard %s in different stripes", r.dir)
+				if st, ok := stripeOfDir[r.dirPath()]; ok {
+					require.Equal(t, st, r.lk.stripe, "two records of shard %s in different stripes", r.dirPath())
 				}
-				stripeOfDir[r.dir] = r.lk.stripe
+				stripeOfDir[r.dirPath()] = r.lk.stripe
 				require.Equal(t, r.lk.stripe, s.locks.of(sumOfHex(r.hex)).stripe, "the sweeper's stripe differs from the writers'")
 				used[r.lk.stripe] = true
 			}
@@ -263,7 +263,7 @@ func TestRemovedShardDirectory(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, b.dirs.slots[r.shard].Load(), "b did not cache the shard directory")
 
-	require.NoError(t, os.RemoveAll(r.dir))
+	require.NoError(t, os.RemoveAll(r.dirPath()))
 	_, err = b.Load(bg, id)
 	require.ErrorIs(t, err, ErrNotFound)
 
@@ -272,13 +272,13 @@ func TestRemovedShardDirectory(t *testing.T) {
 	require.NoError(t, err, "a stale shard descriptor hid a record")
 	require.Equal(t, "2", string(rec.Data))
 
-	require.NoError(t, os.RemoveAll(r.dir))
+	require.NoError(t, os.RemoveAll(r.dirPath()))
 	require.NoError(t, a.Save(ctx, id, []byte("3"), time.Time{}))
 	require.NoError(t, b.Delete(ctx, id))
 	_, err = a.Load(bg, id)
 	require.ErrorIs(t, err, ErrNotFound, "a Delete through a stale descriptor removed nothing")
 
-	require.NoError(t, os.RemoveAll(r.dir))
+	require.NoError(t, os.RemoveAll(r.dirPath()))
 	require.NoError(t, b.Save(ctx, id, []byte("4"), time.Time{}))
 	rec, err = a.Load(bg, id)
 	require.NoError(t, err)
