@@ -136,12 +136,7 @@ func (s *Store) Scan(ctx context.Context, fn func(FileInfo) error) error {
 // scanRoot reports the names in the root that a store never creates there,
 // and creating Opens' temp files.
 func (s *Store) scanRoot(fn func(FileInfo) error) error {
-	d, err := s.fs.OpenDir(s.root)
-	if err != nil {
-		return err
-	}
-	names, err := d.ReadNames(-1)
-	_ = d.Close() // error deliberately ignored: read-only directory handle
+	names, err := listDir(s.fs, s.root)
 	if err != nil {
 		return err
 	}
@@ -309,7 +304,7 @@ func (s *Store) Inspect(ctx context.Context, key string) (FileInfo, Record, erro
 	if err != nil {
 		return FileInfo{}, Record{}, opErr("inspect", err)
 	}
-	d, err := s.fs.OpenDir(r.dir)
+	d, err := s.fs.OpenDir(r.dirPath())
 	if err == nil {
 		defer d.Close()
 		var fi fileStat
@@ -343,15 +338,7 @@ func (s *Store) DeleteKey(ctx context.Context, key string) error {
 	if err != nil {
 		return opErr("delete", err)
 	}
-	held, err := s.locks.lock(ctx, r.lk)
-	if err != nil {
-		return opErr("delete", err)
-	}
-	defer held.unlock()
-	if _, err := s.removeLocked(r); err != nil {
-		return opErr("delete", err)
-	}
-	return nil
+	return s.deleteRef(ctx, r)
 }
 
 // Repair fixes the problem that fi, from Scan, reports, and says what it

@@ -399,6 +399,13 @@ func tableCall(calls []faultCall, c faultCall) bool {
 	return false
 }
 
+// readOnlyStoreLock reports whether c is the store lock failing to open
+// (or be made) on a read-only filesystem: Open goes on without it, since
+// nothing can reshard a store there (storelock.go).
+func readOnlyStoreLock(errno syscall.Errno, c faultCall) bool {
+	return errno == syscall.EROFS && (c.op == "open" || c.op == "openlock") && filepath.Base(c.path) == storeLockName
+}
+
 func ignorable(c faultCall) bool {
 	switch c.op {
 	case "opendir":

@@ -112,6 +112,18 @@ func (s *Store) openWalked(path string, level int) (dir, bool, error) {
 	return nil, false, fmt.Errorf("walk: %w", err)
 }
 
+// listDir returns every name in the directory path: for directories that
+// hold a few names, never a shard's records.
+func listDir(fsys fsys, path string) ([]string, error) {
+	d, err := fsys.OpenDir(path)
+	if err != nil {
+		return nil, err
+	}
+	names, err := d.ReadNames(-1)
+	_ = d.Close() // error deliberately ignored: read-only directory handle
+	return names, err
+}
+
 // walkBatches calls batch for every readDirBatch names of d.
 func walkBatches(ctx context.Context, d dir, batch func(d dir, names []string) error) error {
 	for {
@@ -279,12 +291,7 @@ func (s *Store) sweep(ctx context.Context, try bool, note func(error), progress 
 // name. No lock covers them, so only age tells an orphan: a live creating
 // Open holds its temp file for a moment, not staleTempAge.
 func (s *Store) sweepInitTemps() error {
-	d, err := s.fs.OpenDir(s.root)
-	if err != nil {
-		return fmt.Errorf("sweep root: %w", err)
-	}
-	names, err := d.ReadNames(-1)
-	_ = d.Close() // error deliberately ignored: read-only directory handle
+	names, err := listDir(s.fs, s.root)
 	if err != nil {
 		return fmt.Errorf("sweep root: %w", err)
 	}
@@ -319,9 +326,10 @@ func expiryHint(exp int64) time.Time {
 }
 
 // sweepRun is the most candidates the sweeper removes in one entry into
-// their stripe. Where the stripe flock is exclusive (off Linux, and against
-// processes of earlier versions) it bounds how long a Save, Delete or
-// Update of a record in that stripe in another process waits for the
+// their stripe, and under one lock of the whole stripe (locker.lockRun).
+// Where it holds the stripe whole (that lock, or off Linux and against
+// processes of earlier versions the exclusive stripe flock), it bounds how
+// long a Save, Delete or Update of a record in that stripe waits for the
 // sweeper: about 0.3 ms on tmpfs, a few ms on a disk.
 const sweepRun = 32
 
@@ -412,8 +420,15 @@ func (s *Store) sweepLocked(ctx context.Context, d dir, cands []sweepCandidate, 
 		return 0, 0, nil
 	}
 	defer leave()
+	tryLock := s.locks.tryLock
+	if len(cands) > 1 {
+		if release := s.locks.lockRun(cands[0].lk.stripe); release != nil {
+			defer release()
+			tryLock = s.locks.tryLockInRun
+		}
+	}
 	for _, c := range cands {
-		held, err := s.locks.tryLock(ctx, c.lk)
+		held, err := tryLock(ctx, c.lk)
 		if errors.Is(err, errLockBusy) {
 			continue
 		}

@@ -36,6 +36,33 @@ func (l *fdLock) lockRange(cmd int, typ int16, off int64) error {
 	return nil
 }
 
+// TryLockAll write-locks the whole file, every record's byte at once,
+// without waiting, and checks that the file is still linked (see
+// locker.lockRun).
+func (l *fdLock) TryLockAll() error {
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+	err := ignoringEINTR(func() error { return unix.FcntlFlock(uintptr(l.fd), unix.F_OFD_SETLK, &lk) })
+	if err == unix.EAGAIN || err == unix.EACCES {
+		return errLockBusy
+	}
+	if err != nil {
+		return &fs.PathError{Op: "fcntl", Path: l.name, Err: err}
+	}
+	return l.Linked()
+}
+
+// UnlockAll releases TryLockAll's lock. Closing the descriptor would too,
+// but not at once if a fork in progress (another goroutine starting a
+// process) holds a copy of the descriptor until its exec: an unlock acts
+// on the open file description, which the copy shares.
+func (l *fdLock) UnlockAll() error {
+	lk := unix.Flock_t{Type: unix.F_UNLCK, Whence: 0, Start: 0, Len: 0}
+	if err := unix.FcntlFlock(uintptr(l.fd), unix.F_OFD_SETLK, &lk); err != nil {
+		return &fs.PathError{Op: "fcntl", Path: l.name, Err: err}
+	}
+	return nil
+}
+
 // RangeLocked is F_OFD_GETLK: the kernel reports the lock that would
 // conflict with a write lock of the byte at off, or F_UNLCK.
 func (l *fdLock) RangeLocked(off int64) (bool, error) {

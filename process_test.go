@@ -2,6 +2,7 @@ package filestore
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
@@ -139,14 +140,26 @@ func TestSweeperVsRefresh(t *testing.T) {
 		return
 	}
 
+	var dead []string
+	for i := range 100 {
+		dead = append(dead, fmt.Sprintf("dead-%d", i))
+	}
+	raceSweeper(t, dead, writers, writers*idsEach)
+}
+
+// raceSweeper is the parent's side of a sweeper-against-refresh test: it
+// saves the dead ids already expired, starts a "sweeper" worker and
+// writers workers "w0", "w1", ..., lets them go, stops the sweeper once
+// the writers are done, sweeps once more and checks that exactly live
+// records remain, each "fresh", and no other file.
+func raceSweeper(t *testing.T, dead []string, writers, live int) {
 	checkHygiene(t)
 	dir := filepath.Join(t.TempDir(), "store")
 	s, err := Open(dir, &Options{SweepInterval: -1})
 	require.NoError(t, err)
 	defer s.Close()
-	const dead = 100
-	for i := range dead {
-		require.NoError(t, s.Save(bg, fmt.Sprintf("dead-%d", i), nil, time.Now().Add(-time.Minute)))
+	for _, id := range dead {
+		require.NoError(t, s.Save(bg, id, nil, time.Now().Add(-time.Minute)))
 	}
 	sweeper, sout := startWorker(t, dir, "sweeper")
 	var sweepAcks []string
@@ -169,12 +182,76 @@ func TestSweeperVsRefresh(t *testing.T) {
 
 	_, err = s.DeleteExpired(bg)
 	require.NoError(t, err)
-	live := 0
+	n := 0
 	require.NoError(t, s.ForEach(bg, func(r Record) error {
 		require.Equal(t, "fresh", string(r.Data))
-		live++
+		n++
 		return nil
 	}))
-	require.Equal(t, writers*idsEach, live)
-	require.Len(t, files(t, s), writers*idsEach, "every expired record removed, no temp file left")
+	require.Equal(t, live, n)
+	require.Len(t, files(t, s), live, "every expired record removed, no temp file left")
+}
+
+// stripeIDs returns n ids with prefix whose records all lie in lock stripe
+// 0 (their hashes start with a zero byte).
+func stripeIDs(prefix string, n int) []string {
+	var ids []string
+	for i := 0; len(ids) < n; i++ {
+		id := fmt.Sprintf("%s-%d", prefix, i)
+		if sum := sha256.Sum256([]byte(id)); sum[0] == 0 {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// TestSweepRunVsRefresh is TestSweeperVsRefresh with every session in one
+// lock stripe, so that the sweeper finds runs of candidates and removes
+// them under one lock of the whole stripe (locker.lockRun), while writer
+// processes, and a goroutine of the sweeper's own process, flip their
+// sessions between expired and refreshed. A refreshed session must never
+// be removed.
+func TestSweepRunVsRefresh(t *testing.T) {
+	const writers, idsEach, rounds = 2, 24, 20
+	if dir, arg, ok := worker(t); ok {
+		// Without fsyncs: the race is between locks, and the rounds go
+		// faster.
+		s := workerStore(dir, &Options{SweepInterval: -1, NoSync: true})
+		refresh := func(name string) {
+			for range rounds {
+				for _, id := range stripeIDs(name, idsEach) {
+					if err := s.Save(bg, id, []byte("stale"), time.Now().Add(-time.Second)); err != nil {
+						fail("save expired: %v", err)
+					}
+					if err := s.Save(bg, id, []byte("fresh"), time.Now().Add(time.Hour)); err != nil {
+						fail("refresh: %v", err)
+					}
+					if r, err := s.Load(bg, id); err != nil || string(r.Data) != "fresh" {
+						fail("refreshed session lost: %v", err)
+					}
+				}
+			}
+		}
+		if arg == "sweeper" {
+			done := make(chan struct{})
+			go func() { refresh("own"); close(done) }()
+			sweeps, removed := 0, 0
+			for !exists(filepath.Join(dir, "stop")) {
+				n, err := s.DeleteExpired(bg)
+				if err != nil {
+					fail("sweep: %v", err)
+				}
+				sweeps++
+				removed += n
+			}
+			<-done
+			fmt.Printf("ack sweeps=%d removed=%d\n", sweeps, removed)
+			return
+		}
+		waitForFile(filepath.Join(dir, "go"))
+		refresh(arg)
+		return
+	}
+
+	raceSweeper(t, stripeIDs("dead", 60), writers, (writers+1)*idsEach)
 }

@@ -308,15 +308,10 @@ func (s *Store) mkdirTree(base, dir string) error {
 // and fails, removing nothing more, on the first entry that is not a
 // directory. A missing path is not an error.
 func (s *Store) removeEmptyTree(path string) error {
-	d, err := s.fs.OpenDir(path)
+	names, err := listDir(s.fs, path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	names, err := d.ReadNames(-1)
-	_ = d.Close() // error deliberately ignored: read-only directory handle
 	if err != nil {
 		return err
 	}

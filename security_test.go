@@ -379,7 +379,7 @@ func TestPlantedFilesNeverModified(t *testing.T) {
 		for opName, op := range ops {
 			s := openTest(t, nil)
 			r, _ := s.refOf(id)
-			require.NoError(t, s.mkdirAll(r.dir))
+			require.NoError(t, s.mkdirAll(r.dirPath()))
 			snapshot := mk(t, s, r.path(), id)
 			before := snapshot()
 
@@ -445,7 +445,7 @@ func TestBadFilesThroughTheStore(t *testing.T) {
 	for kind, mk := range kinds {
 		id := "bad-" + kind
 		r, _ := s.refOf(id)
-		require.NoError(t, s.mkdirAll(r.dir))
+		require.NoError(t, s.mkdirAll(r.dirPath()))
 		snaps[kind] = mk(t, s, r.path(), id)
 		befores[kind] = snaps[kind]()
 	}
@@ -477,7 +477,7 @@ func TestZstdBombThroughLoad(t *testing.T) {
 	bomb := rebuildZstd("bomb", zstdRLEBomb(1<<30), DefaultMaxRecordSize)
 	require.Less(t, len(bomb), 40<<10)
 	r, _ := s.refOf("bomb")
-	require.NoError(t, s.mkdirAll(r.dir))
+	require.NoError(t, s.mkdirAll(r.dirPath()))
 	require.NoError(t, os.WriteFile(r.path(), bomb, 0o600))
 	var before, after runtime.MemStats
 	runtime.GC()

@@ -3,6 +3,7 @@ package filestore
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"syscall"
 )
@@ -40,7 +41,8 @@ func (s *Store) lockStore(exclusive bool) error {
 	if err == nil {
 		lf, err = s.fs.OpenLock(path)
 	}
-	if errors.Is(err, syscall.EROFS) && !exclusive {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Op == "open" && errors.Is(err, syscall.EROFS) && !exclusive {
 		// A store on a read-only filesystem can be read, and nothing can
 		// reshard it: it needs no store lock.
 		return nil
