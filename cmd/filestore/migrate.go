@@ -1,0 +1,353 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"time"
+
+	"github.com/filestore-go/filestore"
+	"github.com/gomodule/redigo/redis"
+	"github.com/spf13/cobra"
+)
+
+func init() { commands = append(commands, newMigrate) }
+
+// migrateFormats are the key prefixes of the Redis stores migrate writes
+// for: scs's redisstore keeps a session under "scs:session:"+token (its
+// NewWithPrefix changes that), Fiber's redis storage under the key as is.
+var migrateFormats = map[string]string{
+	"scs":   "scs:session:",
+	"fiber": "",
+}
+
+// migrateOpts are migrate's flags.
+type migrateOpts struct {
+	to        string
+	format    string
+	prefix    string
+	prefixSet bool
+	dryRun    bool
+	overwrite bool
+	batch     int
+}
+
+// migrateResult is migrate's summary; --json prints it as is.
+type migrateResult struct {
+	Target string `json:"target"`
+	Format string `json:"format"`
+	Prefix string `json:"prefix"`
+	DryRun bool   `json:"dry_run"`
+	// Sessions is how many live sessions the store held when read.
+	Sessions int `json:"sessions"`
+	// Copied were written to Redis (would be, with --dry-run).
+	Copied int `json:"copied"`
+	// Kept were in Redis already and left as they were (not counted
+	// with --overwrite or --dry-run).
+	Kept int `json:"kept"`
+	// NoExpiry never expire: they have no TTL in Redis either.
+	NoExpiry int `json:"no_expiry"`
+	// Gone expired or were deleted during the run; not in Redis.
+	Gone int `json:"gone"`
+	// Bytes is the data copied (would be, with --dry-run).
+	Bytes int64 `json:"bytes"`
+	// Unreadable records were skipped (see filestore check).
+	Unreadable bool `json:"unreadable,omitempty"`
+}
+
+func newMigrate(e *env) *cobra.Command {
+	var o migrateOpts
+	cmd := &cobra.Command{
+		Use:   "migrate DIR --to redis://HOST:PORT[/DB] --format scs|fiber",
+		Short: "Copy every live session into Redis, for scs's or Fiber's Redis store",
+		Long: `migrate copies every live session of the store in DIR into Redis, in the
+key and value format that the application's Redis store reads:
+
+  --format scs    scs's redisstore: key "scs:session:" + token, the data as is
+  --format fiber  Fiber's redis storage: the key as is, the data as is
+
+--prefix replaces the key prefix (scs's redisstore.NewWithPrefix). Each
+copy expires in Redis when the original would (PXAT, to the millisecond);
+a session stored without an expiry gets no TTL in Redis, and so never
+expires there either.
+
+A session already in Redis is kept as it is: during a move the application
+(through scsstore.Fallback) writes newer data there than the store holds.
+--overwrite replaces it. Running migrate again is safe: it copies what is
+missing and changes nothing else. A session deleted from the store while
+migrate runs (a user who logs out) is removed from Redis again.
+
+Writes go out in pipelined batches. On a terminal a progress bar shows on
+stderr; a summary follows on stdout. No session id is printed. --dry-run
+reads the store and prints the summary without connecting to Redis.
+
+The store is opened read-only in spirit: migrate never changes it and
+never sweeps it.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.prefixSet = cmd.Flags().Changed("prefix")
+			return e.migrate(cmd.Context(), args[0], o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.to, "to", "", "the Redis server: redis://[USER:PASSWORD@]HOST:PORT[/DB] (rediss:// for TLS)")
+	f.StringVar(&o.format, "format", "", "the application's Redis store: scs or fiber")
+	f.StringVar(&o.prefix, "prefix", "", `key prefix (default "scs:session:" for scs, none for fiber)`)
+	f.BoolVar(&o.dryRun, "dry-run", false, "read the store and report, without connecting to Redis")
+	f.BoolVar(&o.overwrite, "overwrite", false, "replace sessions already in Redis")
+	f.IntVar(&o.batch, "batch", 1000, "sessions per pipelined batch")
+	f.BoolVar(&e.jsonOut, "json", false, "print the summary as JSON")
+	_ = cmd.MarkFlagRequired("to")     // error deliberately ignored: the flag exists
+	_ = cmd.MarkFlagRequired("format") // error deliberately ignored: as above
+	return cmd
+}
+
+var redisDBPath = regexp.MustCompile(`^(?:/(\d*))?$`)
+
+// redisTarget checks a --to URL and returns it without its user
+// information, to be printed.
+func redisTarget(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", usagef("--to: %v", err)
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return "", usagef("--to: want redis://HOST:PORT[/DB] or rediss://..., got scheme %q", u.Scheme)
+	}
+	if u.Host == "" || u.Opaque != "" {
+		return "", usagef("--to: no host in %q", u.Redacted())
+	}
+	if !redisDBPath.MatchString(u.Path) {
+		return "", usagef("--to: the path must be a database number, got %q", u.Path)
+	}
+	host := u.Host
+	if _, _, err := net.SplitHostPort(host); err != nil {
+		host = net.JoinHostPort(host, "6379")
+	}
+	db := "0"
+	if m := redisDBPath.FindStringSubmatch(u.Path); m[1] != "" {
+		db = m[1]
+	}
+	return u.Scheme + "://" + host + "/" + db, nil
+}
+
+func (e *env) migrate(ctx context.Context, dir string, o migrateOpts) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	def, ok := migrateFormats[o.format]
+	if !ok {
+		return usagef("--format: want scs or fiber, got %q", o.format)
+	}
+	if !o.prefixSet {
+		o.prefix = def
+	}
+	if o.batch < 1 {
+		return usagef("--batch: want at least 1, got %d", o.batch)
+	}
+	target, err := redisTarget(o.to)
+	if err != nil {
+		return err
+	}
+	st, err := filestore.Open(dir, &filestore.Options{NoCreate: true, SweepInterval: -1})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	res := migrateResult{Target: target, Format: o.format, Prefix: o.prefix, DryRun: o.dryRun}
+	var conn redis.Conn
+	if !o.dryRun {
+		conn, err = redis.DialURLContext(ctx, o.to,
+			redis.DialConnectTimeout(10*time.Second),
+			redis.DialReadTimeout(time.Minute),
+			redis.DialWriteTimeout(time.Minute))
+		if err != nil {
+			return fmt.Errorf("migrate: cannot connect to %s: %w", target, err)
+		}
+		defer conn.Close()
+		if _, err := conn.Do("PING"); err != nil {
+			return fmt.Errorf("migrate: %s does not answer: %w", target, err)
+		}
+	}
+	m := &migrator{st: st, conn: conn, o: o, res: &res, bar: e.newProgress(-1, "migrating sessions")}
+	m.batch = make([]filestore.Record, 0, o.batch)
+	err = st.ForEach(ctx, func(r filestore.Record) error {
+		res.Sessions++
+		m.batch = append(m.batch, r)
+		if len(m.batch) == cap(m.batch) {
+			return m.flush(ctx)
+		}
+		return nil
+	})
+	if err == nil || errors.Is(err, filestore.ErrCorrupt) {
+		if ferr := m.flush(ctx); ferr != nil {
+			err = ferr
+		}
+	}
+	m.bar.Finish()
+	if errors.Is(err, filestore.ErrCorrupt) {
+		res.Unreadable = true
+		e.warnf("%v", err)
+		err = nil
+	}
+	if err != nil {
+		if o.dryRun {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		return fmt.Errorf("migrate: %w (%d sessions copied before it; running migrate again is safe)", err, res.Copied)
+	}
+	if e.jsonOut {
+		if err := e.writeJSON(res); err != nil {
+			return err
+		}
+	} else {
+		e.printMigrate(res)
+	}
+	if res.Unreadable {
+		return problems("")
+	}
+	return nil
+}
+
+func (e *env) printMigrate(r migrateResult) {
+	verb := "migrated"
+	if r.DryRun {
+		verb = "would migrate (dry run)"
+	}
+	fmt.Fprintf(e.stdout, "%s %d sessions to %s (%s format, key prefix %q)\n", verb, r.Sessions, r.Target, r.Format, r.Prefix)
+	tw := e.table()
+	fmt.Fprintf(tw, "  copied\t%d\t(%s)\n", r.Copied, humanBytes(r.Bytes))
+	if !r.DryRun {
+		fmt.Fprintf(tw, "  already in Redis, kept\t%d\t\n", r.Kept)
+	}
+	fmt.Fprintf(tw, "  without expiry (no TTL in Redis)\t%d\t\n", r.NoExpiry)
+	fmt.Fprintf(tw, "  expired or deleted during the run\t%d\t\n", r.Gone)
+	_ = tw.Flush() // error deliberately ignored: stdout's errors surface nowhere better
+	if r.Unreadable {
+		fmt.Fprintln(e.stdout, "  some records could not be read and were skipped: see the warning above and 'filestore check'")
+	}
+}
+
+// migrator copies batches of records into Redis over one connection.
+type migrator struct {
+	st    *filestore.Store
+	conn  redis.Conn // nil for a dry run
+	o     migrateOpts
+	res   *migrateResult
+	bar   *progress
+	batch []filestore.Record
+	wrote []int // indexes in batch of the records this run wrote
+}
+
+// flush writes the batch in one pipeline, then removes again from Redis
+// what was deleted from the store meanwhile, and empties the batch.
+func (m *migrator) flush(ctx context.Context) error {
+	defer func() { m.batch = m.batch[:0] }()
+	if len(m.batch) == 0 {
+		return nil
+	}
+	now := time.Now()
+	m.wrote = m.wrote[:0]
+	var sent []int
+	for i, r := range m.batch {
+		if !r.Expiry.IsZero() && !r.Expiry.After(now) {
+			m.res.Gone++
+			continue
+		}
+		if r.Expiry.IsZero() {
+			m.res.NoExpiry++
+		}
+		if m.conn == nil {
+			m.res.Copied++
+			m.res.Bytes += int64(len(r.Data))
+			continue
+		}
+		args := redis.Args{m.o.prefix + r.ID, r.Data}
+		if !r.Expiry.IsZero() {
+			args = append(args, "PXAT", r.Expiry.UnixMilli())
+		}
+		if !m.o.overwrite {
+			args = append(args, "NX")
+		}
+		if err := m.conn.Send("SET", args...); err != nil {
+			return redisErr(err)
+		}
+		sent = append(sent, i)
+	}
+	if m.conn == nil {
+		m.bar.Add(len(m.batch))
+		return nil
+	}
+	if err := m.conn.Flush(); err != nil {
+		return redisErr(err)
+	}
+	for _, i := range sent {
+		reply, err := m.conn.Receive()
+		if err != nil {
+			return redisErr(err)
+		}
+		if reply == nil { // NX: the key was there
+			m.res.Kept++
+			continue
+		}
+		m.res.Copied++
+		m.res.Bytes += int64(len(m.batch[i].Data))
+		m.wrote = append(m.wrote, i)
+	}
+	m.hook("written")
+	// A session deleted from the store after we read it (a logout through
+	// scsstore.Fallback, which deletes from the store first and Redis
+	// second) must not live on in Redis: if it is gone now, delete our
+	// copy. Whichever of the two deletes from Redis last removes it.
+	var dels int
+	for _, i := range m.wrote {
+		_, err := m.st.Load(ctx, m.batch[i].ID)
+		if errors.Is(err, filestore.ErrNotFound) {
+			if err := m.conn.Send("DEL", m.o.prefix+m.batch[i].ID); err != nil {
+				return redisErr(err)
+			}
+			dels++
+			m.res.Copied--
+			m.res.Bytes -= int64(len(m.batch[i].Data))
+			m.res.Gone++
+		} else if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	if dels > 0 {
+		if err := m.conn.Flush(); err != nil {
+			return redisErr(err)
+		}
+		for range dels {
+			if _, err := m.conn.Receive(); err != nil {
+				return redisErr(err)
+			}
+		}
+	}
+	m.bar.Add(len(m.batch))
+	m.hook("done")
+	return nil
+}
+
+// migrateBatchHook, when a test sets it, runs at points of each batch:
+// "written" when its SETs have been answered, "done" at its end.
+var migrateBatchHook func(point string)
+
+func (m *migrator) hook(point string) {
+	if h := migrateBatchHook; h != nil {
+		h(point)
+	}
+}
+
+// redisErr words a failure of the Redis connection for the operator.
+func redisErr(err error) error {
+	var re redis.Error
+	if errors.As(err, &re) {
+		return fmt.Errorf("redis refused a write: %w", err)
+	}
+	return fmt.Errorf("lost the connection to redis: %w", err)
+}
