@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/filestore-go/filestore"
@@ -174,20 +175,7 @@ func (e *env) migrate(ctx context.Context, dir string, o migrateOpts) error {
 		}
 	}
 	m := &migrator{st: st, conn: conn, o: o, res: &res, bar: e.newProgress(-1, "migrating sessions")}
-	m.batch = make([]filestore.Record, 0, o.batch)
-	err = st.ForEach(ctx, func(r filestore.Record) error {
-		res.Sessions++
-		m.batch = append(m.batch, r)
-		if len(m.batch) == cap(m.batch) {
-			return m.flush(ctx)
-		}
-		return nil
-	})
-	if err == nil || errors.Is(err, filestore.ErrCorrupt) {
-		if ferr := m.flush(ctx); ferr != nil {
-			err = ferr
-		}
-	}
+	err = m.run(ctx)
 	m.bar.Finish()
 	if errors.Is(err, filestore.ErrCorrupt) {
 		res.Unreadable = true
@@ -234,26 +222,94 @@ func (e *env) printMigrate(r migrateResult) {
 
 // migrator copies batches of records into Redis over one connection.
 type migrator struct {
-	st    *filestore.Store
-	conn  redis.Conn // nil for a dry run
-	o     migrateOpts
-	res   *migrateResult
-	bar   *progress
-	batch []filestore.Record
-	wrote []int // indexes in batch of the records this run wrote
+	st   *filestore.Store
+	conn redis.Conn // nil for a dry run
+	o    migrateOpts
+	res  *migrateResult // Sessions is the walk's, the rest the writer's
+	bar  *progress
+	tr   *tracker // nil for a dry run
 }
 
-// flush writes the batch in one pipeline, then removes again from Redis
-// what was deleted from the store meanwhile, and empties the batch.
-func (m *migrator) flush(ctx context.Context) error {
-	defer func() { m.batch = m.batch[:0] }()
-	if len(m.batch) == 0 {
-		return nil
+// run walks the store and writes what it finds: the walk fills batches,
+// and another goroutine writes each to Redis while the walk reads the
+// next, so that the two overlap. The first error of either ends both;
+// the writer's wins, since a failed write stops the walk with
+// context.Canceled.
+func (m *migrator) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if m.conn != nil {
+		m.tr = newTracker()
+		events, err := m.st.Watch(ctx)
+		if err != nil {
+			// Without notifications every copy is checked by reading
+			// the store again: slower, as safe.
+			m.tr.blind = true
+		} else {
+			go m.tr.follow(ctx, events)
+		}
 	}
+	batches := make(chan []filestore.Record, 2)
+	written := make(chan error, 1)
+	go func() {
+		var err error
+		for b := range batches {
+			if err == nil {
+				if err = m.flush(ctx, b); err != nil {
+					cancel()
+				}
+			}
+		}
+		written <- err
+	}()
+	batch := make([]filestore.Record, 0, m.o.batch)
+	send := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		select {
+		case batches <- batch:
+			batch = make([]filestore.Record, 0, m.o.batch)
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	err := m.st.ForEach(ctx, func(r filestore.Record) error {
+		m.res.Sessions++
+		batch = append(batch, r)
+		if len(batch) == cap(batch) {
+			return send()
+		}
+		return nil
+	})
+	if err == nil || errors.Is(err, filestore.ErrCorrupt) {
+		// ForEach reports unreadable records after visiting the rest.
+		if serr := send(); serr != nil {
+			err = serr
+		}
+	}
+	close(batches)
+	if werr := <-written; werr != nil {
+		return werr
+	}
+	if err != nil || m.tr == nil {
+		return err
+	}
+	// Deletions made just before the last writes may still be on their
+	// way as events: wait until they have been quiet for a moment, then
+	// handle what they name.
+	m.tr.settle(100*time.Millisecond, 2*time.Second)
+	return m.undoDeleted(ctx)
+}
+
+// flush writes a batch in one pipeline, then removes again from Redis
+// what was deleted from the store meanwhile.
+func (m *migrator) flush(ctx context.Context, batch []filestore.Record) error {
+	m.hook("sending")
 	now := time.Now()
-	m.wrote = m.wrote[:0]
 	var sent []int
-	for i, r := range m.batch {
+	for i, r := range batch {
 		if !r.Expiry.IsZero() && !r.Expiry.After(now) {
 			m.res.Gone++
 			continue
@@ -279,7 +335,7 @@ func (m *migrator) flush(ctx context.Context) error {
 		sent = append(sent, i)
 	}
 	if m.conn == nil {
-		m.bar.Add(len(m.batch))
+		m.bar.Add(len(batch))
 		return nil
 	}
 	if err := m.conn.Flush(); err != nil {
@@ -294,47 +350,163 @@ func (m *migrator) flush(ctx context.Context) error {
 			m.res.Kept++
 			continue
 		}
+		r := batch[i]
 		m.res.Copied++
-		m.res.Bytes += int64(len(m.batch[i].Data))
-		m.wrote = append(m.wrote, i)
+		m.res.Bytes += int64(len(r.Data))
+		m.tr.add(r)
 	}
 	m.hook("written")
-	// A session deleted from the store after we read it (a logout through
-	// scsstore.Fallback, which deletes from the store first and Redis
-	// second) must not live on in Redis: if it is gone now, delete our
-	// copy. Whichever of the two deletes from Redis last removes it.
-	var dels int
-	for _, i := range m.wrote {
-		_, err := m.st.Load(ctx, m.batch[i].ID)
-		if errors.Is(err, filestore.ErrNotFound) {
-			if err := m.conn.Send("DEL", m.o.prefix+m.batch[i].ID); err != nil {
-				return redisErr(err)
-			}
-			dels++
-			m.res.Copied--
-			m.res.Bytes -= int64(len(m.batch[i].Data))
-			m.res.Gone++
-		} else if err != nil && ctx.Err() != nil {
-			return ctx.Err()
-		}
+	if err := m.undoDeleted(ctx); err != nil {
+		return err
 	}
-	if dels > 0 {
-		if err := m.conn.Flush(); err != nil {
-			return redisErr(err)
-		}
-		for range dels {
-			if _, err := m.conn.Receive(); err != nil {
-				return redisErr(err)
-			}
-		}
-	}
-	m.bar.Add(len(m.batch))
+	m.bar.Add(len(batch))
 	m.hook("done")
 	return nil
 }
 
+// undoDeleted deletes from Redis the copies whose sessions were deleted
+// from the store after the walk read them: a user who logged out through
+// scsstore.Fallback, which deletes from the store first and Redis second,
+// while migrate was copying their session. Whichever of the two deletes
+// from Redis last removes it. A copy whose session is gone because it
+// expired is left alone: Redis expires it at the same time, unless the
+// application has since renewed it there.
+func (m *migrator) undoDeleted(ctx context.Context) error {
+	now := time.Now()
+	var dels int
+	for _, c := range m.tr.takeSuspects() {
+		_, err := m.st.Load(ctx, c.id)
+		if err != nil && !errors.Is(err, filestore.ErrNotFound) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			continue // unreadable now: it was read before, keep the copy
+		}
+		if err == nil || (!c.expiry.IsZero() && !c.expiry.After(now)) {
+			continue
+		}
+		if err := m.conn.Send("DEL", m.o.prefix+c.id); err != nil {
+			return redisErr(err)
+		}
+		dels++
+		m.res.Copied--
+		m.res.Bytes -= int64(c.size)
+		m.res.Gone++
+	}
+	if dels == 0 {
+		return nil
+	}
+	if err := m.conn.Flush(); err != nil {
+		return redisErr(err)
+	}
+	for range dels {
+		if _, err := m.conn.Receive(); err != nil {
+			return redisErr(err)
+		}
+	}
+	return nil
+}
+
+// copied is a session this run wrote to Redis.
+type copied struct {
+	id     string
+	expiry time.Time
+	size   int
+}
+
+// tracker tells which of the sessions a run copied may have been deleted
+// from the store since the walk read them: those whose record the store's
+// change notifications (Store.Watch) report deleted, or every copy once
+// notifications were lost or could not be had. It keeps each copy's id
+// until the run ends, as a deletion may be reported at any time. Its
+// methods are safe for concurrent use.
+type tracker struct {
+	mu       sync.Mutex
+	copies   map[string]copied // by filestore.Key
+	deleted  map[string]bool   // keys reported deleted since the run began
+	suspects []copied          // copies to look up in the store again
+	blind    bool              // notifications were lost: every copy is a suspect
+	last     time.Time         // when the last notification arrived
+}
+
+func newTracker() *tracker {
+	return &tracker{copies: map[string]copied{}, deleted: map[string]bool{}, last: time.Now()}
+}
+
+// add records a copy, a suspect at once if its record was reported
+// deleted already or notifications were lost.
+func (t *tracker) add(r filestore.Record) {
+	key := filestore.Key(r.ID)
+	c := copied{id: r.ID, expiry: r.Expiry, size: len(r.Data)}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.copies[key] = c
+	if t.blind || t.deleted[key] {
+		t.suspects = append(t.suspects, c)
+	}
+}
+
+// takeSuspects returns the suspects found since the last call.
+func (t *tracker) takeSuspects() []copied {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.suspects
+	t.suspects = nil
+	return s
+}
+
+// follow takes in the store's notifications until ctx ends. If they end
+// before it, notifications are lost from then on.
+func (t *tracker) follow(ctx context.Context, events <-chan filestore.Event) {
+	for ev := range events {
+		t.mu.Lock()
+		t.last = time.Now()
+		switch ev.Kind {
+		case filestore.EventDeleted:
+			t.deleted[ev.Key] = true
+			if c, ok := t.copies[ev.Key]; ok && !t.blind {
+				t.suspects = append(t.suspects, c)
+			}
+		case filestore.EventOverflow:
+			t.goBlind()
+		}
+		t.mu.Unlock()
+	}
+	if ctx.Err() == nil {
+		t.mu.Lock()
+		t.goBlind()
+		t.mu.Unlock()
+	}
+}
+
+// goBlind makes every copy a suspect, now and from now on. t.mu is held.
+func (t *tracker) goBlind() {
+	if t.blind {
+		return
+	}
+	t.blind = true
+	for _, c := range t.copies {
+		t.suspects = append(t.suspects, c)
+	}
+}
+
+// settle waits until no notification has arrived for quiet, at most max.
+func (t *tracker) settle(quiet, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		t.mu.Lock()
+		since := time.Since(t.last)
+		t.mu.Unlock()
+		if since >= quiet {
+			return
+		}
+		time.Sleep(quiet - since)
+	}
+}
+
 // migrateBatchHook, when a test sets it, runs at points of each batch:
-// "written" when its SETs have been answered, "done" at its end.
+// "sending" before its SETs go out, "written" when they have been
+// answered, "done" at its end.
 var migrateBatchHook func(point string)
 
 func (m *migrator) hook(point string) {

@@ -373,37 +373,43 @@ func TestMigrateWithFallback(t *testing.T) {
 // migrate read them (users logging out through Fallback) do not live on in
 // Redis.
 func TestMigrateDeletedDuringRun(t *testing.T) {
-	r := testkit.StartRedis(t)
-	st, dir := newFileStore(t)
-	sessions := commitSessions(t, st, 10)
-	migrateBatchHook = func(point string) {
-		if point == "written" {
-			for _, s := range sessions[:3] {
-				if err := st.Delete(context.Background(), s.token); err != nil {
-					t.Error(err)
+	// Deleted after the walk read them and before their SETs went out,
+	// and after the SETs were answered.
+	for _, point := range []string{"sending", "written"} {
+		t.Run(point, func(t *testing.T) {
+			r := testkit.StartRedis(t)
+			st, dir := newFileStore(t)
+			sessions := commitSessions(t, st, 10)
+			migrateBatchHook = func(p string) {
+				if p == point {
+					for _, s := range sessions[:3] {
+						if err := st.Delete(context.Background(), s.token); err != nil {
+							t.Error(err)
+						}
+					}
 				}
 			}
-		}
-	}
-	t.Cleanup(func() { migrateBatchHook = nil })
-	code, out, errOut := runMigrate("migrate", dir, "--to", r.URL(0), "--format", "scs", "--json")
-	if code != 0 {
-		t.Fatalf("exit %d: %s%s", code, out, errOut)
-	}
-	var res migrateResult
-	if err := json.Unmarshal([]byte(out), &res); err != nil {
-		t.Fatal(err)
-	}
-	if res.Copied != 7 || res.Gone != 3 {
-		t.Fatalf("summary %+v, want 7 copied and 3 gone", res)
-	}
-	pool := redisPool(r)
-	defer pool.Close()
-	for i, s := range sessions {
-		n, _ := redis.Int(redisDo(t, pool, "EXISTS", "scs:session:"+s.token), nil)
-		if want := map[bool]int{true: 0, false: 1}[i < 3]; n != want {
-			t.Fatalf("session %d: EXISTS = %d, want %d", i, n, want)
-		}
+			t.Cleanup(func() { migrateBatchHook = nil })
+			code, out, errOut := runMigrate("migrate", dir, "--to", r.URL(0), "--format", "scs", "--json")
+			if code != 0 {
+				t.Fatalf("exit %d: %s%s", code, out, errOut)
+			}
+			var res migrateResult
+			if err := json.Unmarshal([]byte(out), &res); err != nil {
+				t.Fatal(err)
+			}
+			if res.Copied != 7 || res.Gone != 3 {
+				t.Fatalf("summary %+v, want 7 copied and 3 gone", res)
+			}
+			pool := redisPool(r)
+			defer pool.Close()
+			for i, s := range sessions {
+				n, _ := redis.Int(redisDo(t, pool, "EXISTS", "scs:session:"+s.token), nil)
+				if want := map[bool]int{true: 0, false: 1}[i < 3]; n != want {
+					t.Fatalf("session %d: EXISTS = %d, want %d", i, n, want)
+				}
+			}
+		})
 	}
 }
 
