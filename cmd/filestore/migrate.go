@@ -33,6 +33,7 @@ type migrateOpts struct {
 	prefixSet bool
 	dryRun    bool
 	overwrite bool
+	allowNet  bool
 	batch     int
 }
 
@@ -85,8 +86,9 @@ Writes go out in pipelined batches. On a terminal a progress bar shows on
 stderr; a summary follows on stdout. No session id is printed. --dry-run
 reads the store and prints the summary without connecting to Redis.
 
-The store is opened read-only in spirit: migrate never changes it and
-never sweeps it.`,
+migrate never changes the store and never sweeps it. A store on a network
+filesystem, which filestore refuses, opens with --allow-network-fs: to move
+such a store off it, stop every writer but one host's first.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.prefixSet = cmd.Flags().Changed("prefix")
@@ -100,6 +102,7 @@ never sweeps it.`,
 	f.BoolVar(&o.dryRun, "dry-run", false, "read the store and report, without connecting to Redis")
 	f.BoolVar(&o.overwrite, "overwrite", false, "replace sessions already in Redis")
 	f.IntVar(&o.batch, "batch", 1000, "sessions per pipelined batch")
+	f.BoolVar(&o.allowNet, "allow-network-fs", false, "open a store on a network filesystem (NFS, SMB, ...), to move it off one")
 	f.BoolVar(&e.jsonOut, "json", false, "print the summary as JSON")
 	_ = cmd.MarkFlagRequired("to")     // error deliberately ignored: the flag exists
 	_ = cmd.MarkFlagRequired("format") // error deliberately ignored: as above
@@ -153,7 +156,7 @@ func (e *env) migrate(ctx context.Context, dir string, o migrateOpts) error {
 	if err != nil {
 		return err
 	}
-	st, err := filestore.Open(dir, &filestore.Options{NoCreate: true, SweepInterval: -1})
+	st, err := filestore.Open(dir, &filestore.Options{NoCreate: true, SweepInterval: -1, AllowNetworkFS: o.allowNet})
 	if err != nil {
 		return err
 	}
@@ -208,12 +211,16 @@ func (e *env) printMigrate(r migrateResult) {
 	}
 	fmt.Fprintf(e.stdout, "%s %d sessions to %s (%s format, key prefix %q)\n", verb, r.Sessions, r.Target, r.Format, r.Prefix)
 	tw := e.table()
-	fmt.Fprintf(tw, "  copied\t%d\t(%s)\n", r.Copied, humanBytes(r.Bytes))
-	if !r.DryRun {
-		fmt.Fprintf(tw, "  already in Redis, kept\t%d\t\n", r.Kept)
+	copied := "copied"
+	if r.DryRun {
+		copied = "to copy"
 	}
-	fmt.Fprintf(tw, "  without expiry (no TTL in Redis)\t%d\t\n", r.NoExpiry)
-	fmt.Fprintf(tw, "  expired or deleted during the run\t%d\t\n", r.Gone)
+	fmt.Fprintf(tw, "  %s\t%d\t(%s)\n", copied, r.Copied, humanBytes(r.Bytes))
+	if !r.DryRun {
+		fmt.Fprintf(tw, "  already in Redis, kept\t%d\n", r.Kept)
+	}
+	fmt.Fprintf(tw, "  without expiry (no TTL in Redis)\t%d\n", r.NoExpiry)
+	fmt.Fprintf(tw, "  expired or deleted during the run\t%d\n", r.Gone)
 	_ = tw.Flush() // error deliberately ignored: stdout's errors surface nowhere better
 	if r.Unreadable {
 		fmt.Fprintln(e.stdout, "  some records could not be read and were skipped: see the warning above and 'filestore check'")
@@ -240,10 +247,11 @@ func (m *migrator) run(ctx context.Context) error {
 	defer cancel()
 	if m.conn != nil {
 		m.tr = newTracker()
+		// Without notifications every copy is checked by reading the
+		// store again: slower, as safe. On a network filesystem they
+		// would miss the deletions made by other hosts.
 		events, err := m.st.Watch(ctx)
-		if err != nil {
-			// Without notifications every copy is checked by reading
-			// the store again: slower, as safe.
+		if err != nil || m.o.allowNet {
 			m.tr.blind = true
 		} else {
 			go m.tr.follow(ctx, events)
