@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -86,9 +88,11 @@ Writes go out in pipelined batches. On a terminal a progress bar shows on
 stderr; a summary follows on stdout. No session id is printed. --dry-run
 reads the store and prints the summary without connecting to Redis.
 
-migrate never changes the store and never sweeps it. A store on a network
-filesystem, which filestore refuses, opens with --allow-network-fs: to move
-such a store off it, stop every writer but one host's first.`,
+migrate never sweeps the store, and changes nothing in it but a record of
+its own, under a random id, that it saves and deletes at the end to time
+the store's change notifications. A store on a network filesystem, which
+filestore refuses, opens with --allow-network-fs: to move such a store off
+it, stop every writer but one host's first.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.prefixSet = cmd.Flags().Changed("prefix")
@@ -304,10 +308,9 @@ func (m *migrator) run(ctx context.Context) error {
 	if err != nil || m.tr == nil {
 		return err
 	}
-	// Deletions made just before the last writes may still be on their
-	// way as events: wait until they have been quiet for a moment, then
-	// handle what they name.
-	m.tr.settle(100*time.Millisecond, 2*time.Second)
+	// Deletions made before the last writes may still be on their way as
+	// notifications: fence them, then handle what they name.
+	m.fence(ctx)
 	return m.undoDeleted(ctx)
 }
 
@@ -396,6 +399,7 @@ func (m *migrator) undoDeleted(ctx context.Context) error {
 		if err := m.conn.Send("DEL", m.o.prefix+c.id); err != nil {
 			return redisErr(err)
 		}
+		m.tr.forget(c.id)
 		dels++
 		m.res.Copied--
 		m.res.Bytes -= int64(c.size)
@@ -432,13 +436,16 @@ type tracker struct {
 	mu       sync.Mutex
 	copies   map[string]copied // by filestore.Key
 	deleted  map[string]bool   // keys reported deleted since the run began
-	suspects []copied          // copies to look up in the store again
+	suspects map[string]copied // copies to look up in the store again, by key
 	blind    bool              // notifications were lost: every copy is a suspect
-	last     time.Time         // when the last notification arrived
+
+	fenceKey     string        // the key of fence's own record
+	fenceSaved   chan struct{} // closed when its saving is reported
+	fenceDeleted chan struct{} // closed when its deletion is reported
 }
 
 func newTracker() *tracker {
-	return &tracker{copies: map[string]copied{}, deleted: map[string]bool{}, last: time.Now()}
+	return &tracker{copies: map[string]copied{}, deleted: map[string]bool{}, suspects: map[string]copied{}}
 }
 
 // add records a copy, a suspect at once if its record was reported
@@ -450,16 +457,26 @@ func (t *tracker) add(r filestore.Record) {
 	defer t.mu.Unlock()
 	t.copies[key] = c
 	if t.blind || t.deleted[key] {
-		t.suspects = append(t.suspects, c)
+		t.suspects[key] = c
 	}
+}
+
+// forget drops a copy that has been deleted from Redis again.
+func (t *tracker) forget(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.copies, filestore.Key(id))
 }
 
 // takeSuspects returns the suspects found since the last call.
 func (t *tracker) takeSuspects() []copied {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := t.suspects
-	t.suspects = nil
+	s := make([]copied, 0, len(t.suspects))
+	for _, c := range t.suspects {
+		s = append(s, c)
+	}
+	clear(t.suspects)
 	return s
 }
 
@@ -468,12 +485,23 @@ func (t *tracker) takeSuspects() []copied {
 func (t *tracker) follow(ctx context.Context, events <-chan filestore.Event) {
 	for ev := range events {
 		t.mu.Lock()
-		t.last = time.Now()
 		switch ev.Kind {
+		case filestore.EventSaved:
+			if ev.Key == t.fenceKey && t.fenceSaved != nil {
+				close(t.fenceSaved)
+				t.fenceSaved = nil
+			}
 		case filestore.EventDeleted:
+			if ev.Key == t.fenceKey {
+				if t.fenceDeleted != nil {
+					close(t.fenceDeleted)
+					t.fenceDeleted = nil
+				}
+				break
+			}
 			t.deleted[ev.Key] = true
-			if c, ok := t.copies[ev.Key]; ok && !t.blind {
-				t.suspects = append(t.suspects, c)
+			if c, ok := t.copies[ev.Key]; ok {
+				t.suspects[ev.Key] = c
 			}
 		case filestore.EventOverflow:
 			t.goBlind()
@@ -493,23 +521,63 @@ func (t *tracker) goBlind() {
 		return
 	}
 	t.blind = true
-	for _, c := range t.copies {
-		t.suspects = append(t.suspects, c)
+	for key, c := range t.copies {
+		t.suspects[key] = c
 	}
 }
 
-// settle waits until no notification has arrived for quiet, at most max.
-func (t *tracker) settle(quiet, max time.Duration) {
-	deadline := time.Now().Add(max)
-	for time.Now().Before(deadline) {
-		t.mu.Lock()
-		since := time.Since(t.last)
-		t.mu.Unlock()
-		if since >= quiet {
-			return
-		}
-		time.Sleep(quiet - since)
+// fence makes sure that every notification of a deletion made before it
+// was called has been taken in. The store's notifications come in the order
+// the kernel queued them, so fence saves and deletes a record of its own,
+// under a random id that no session has, and waits for the notification
+// of that deletion. If that cannot be done in time, notifications count as
+// lost and every copy is looked up in the store again.
+func (m *migrator) fence(ctx context.Context) {
+	if m.tr.isBlind() {
+		return
 	}
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	id := "filestore-migrate-fence-" + hex.EncodeToString(b[:])
+	saved, deleted := m.tr.expect(filestore.Key(id))
+	// The record's shard directory may be new, and a new directory is
+	// watched only from when the watcher sees it: the record is reported
+	// saved once it is, and only then is its deletion sure to be seen.
+	ok := m.st.Save(ctx, id, []byte{0}, time.Now().Add(time.Minute)) == nil && m.await(ctx, saved)
+	if err := m.st.Delete(ctx, id); err != nil {
+		ok = false
+	}
+	if ok && m.await(ctx, deleted) {
+		return
+	}
+	m.tr.mu.Lock()
+	m.tr.goBlind()
+	m.tr.mu.Unlock()
+}
+
+// await waits for c to close, at most 30 seconds.
+func (m *migrator) await(ctx context.Context, c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	case <-time.After(30 * time.Second):
+	case <-ctx.Done():
+	}
+	return false
+}
+
+func (t *tracker) isBlind() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.blind
+}
+
+// expect returns channels closed when key is reported saved, and deleted.
+func (t *tracker) expect(key string) (saved, deleted <-chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.fenceKey, t.fenceSaved, t.fenceDeleted = key, make(chan struct{}), make(chan struct{})
+	return t.fenceSaved, t.fenceDeleted
 }
 
 // migrateBatchHook, when a test sets it, runs at points of each batch:

@@ -336,7 +336,13 @@ func TestMigrateWithFallback(t *testing.T) {
 		defer wg.Done()
 		code, out, errOut = runMigrate("migrate", dir, "--to", r.URL(0), "--format", "scs", "--batch", "100")
 	}()
-	<-started
+	migrated := make(chan struct{})
+	go func() { wg.Wait(); close(migrated) }()
+	select {
+	case <-started:
+	case <-migrated:
+		t.Fatalf("migrate ended before its first batch: exit %d: %s%s", code, out, errOut)
+	}
 	// Requests during the migration.
 	for i := range 20 {
 		if got := mustGet(t, stayer, fallback.URL+"/get?key=user"); got != "u0" {
@@ -346,7 +352,7 @@ func TestMigrateWithFallback(t *testing.T) {
 	mustGet(t, changer, fallback.URL+"/put?key=user&value=u1-changed")
 	mustGet(t, leaver, fallback.URL+"/destroy")
 	close(proceed)
-	wg.Wait()
+	<-migrated
 	if code != 0 {
 		t.Fatalf("migrate exited %d: %s%s", code, out, errOut)
 	}
