@@ -58,7 +58,7 @@ type migrateResult struct {
 	Gone int `json:"gone"`
 	// Bytes is the data copied (would be, with --dry-run).
 	Bytes int64 `json:"bytes"`
-	// Unreadable records were skipped (see filestore check).
+	// Unreadable records were skipped (see filestore verify).
 	Unreadable bool `json:"unreadable,omitempty"`
 }
 
@@ -227,7 +227,7 @@ func (e *env) printMigrate(r migrateResult) {
 	fmt.Fprintf(tw, "  expired or deleted during the run\t%d\n", r.Gone)
 	_ = tw.Flush() // error deliberately ignored: stdout's errors surface nowhere better
 	if r.Unreadable {
-		fmt.Fprintln(e.stdout, "  some records could not be read and were skipped: see the warning above and 'filestore check'")
+		fmt.Fprintln(e.stdout, "  some records could not be read and were skipped: see the warning above and 'filestore verify'")
 	}
 }
 

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -460,5 +462,44 @@ func TestMigrateBadInput(t *testing.T) {
 		if code != tc.code || !strings.Contains(errOut, tc.want) {
 			t.Errorf("%q: exit %d, stderr %q; want %d and %q (stdout %q)", tc.args, code, errOut, tc.code, tc.want, out)
 		}
+	}
+}
+
+// TestMigrateUnreadableRecord: a record that cannot be read is skipped and
+// named by key in a warning, the rest is copied, and the exit status is 1.
+func TestMigrateUnreadableRecord(t *testing.T) {
+	r := testkit.StartRedis(t)
+	st, dir := newFileStore(t)
+	ctx := context.Background()
+	for _, id := range []string{"good-1", "good-2", "doomed"} {
+		if err := st.Save(ctx, id, []byte("v"), time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var path string
+	err := st.Scan(ctx, func(fi filestore.FileInfo) error {
+		if fi.Key == filestore.Key("doomed") && fi.State == filestore.FileLive {
+			path = filepath.Join(dir, filepath.FromSlash(fi.Path))
+		}
+		return nil
+	})
+	if err != nil || path == "" {
+		t.Fatalf("record not found by Scan: %v", err)
+	}
+	if err := os.WriteFile(path, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runMigrate("migrate", dir, "--to", r.URL(0), "--format", "fiber")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1: %s%s", code, out, errOut)
+	}
+	requireNoIDs(t, []string{"good-1", "good-2", "doomed"}, out, errOut)
+	if !strings.Contains(errOut, filestore.Key("doomed")) || !regexp.MustCompile(`copied\s+2\s`).MatchString(out) {
+		t.Fatalf("stdout %q, stderr %q", out, errOut)
+	}
+	pool := redisPool(r)
+	defer pool.Close()
+	if n, _ := redis.Int(redisDo(t, pool, "DBSIZE"), nil); n != 2 {
+		t.Fatalf("Redis holds %d keys, want 2", n)
 	}
 }
