@@ -184,9 +184,9 @@ func (s *Store) openCache() {
 		// only cost memory.
 		return
 	}
-	if name, network, _, err := filesystemOf(s.root); err == nil && network {
+	if s.netFS != "" {
 		// A mapping is shared by the processes of one host only.
-		s.log.Warn("filestore: no shared change counters on a network filesystem; read cache off", "dir", s.root, "fs", name)
+		s.log.Warn("filestore: no shared change counters on a network filesystem; read cache off", "dir", s.root, "fs", s.netFS)
 		return
 	}
 	t, err := s.openTable()

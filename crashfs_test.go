@@ -325,6 +325,17 @@ func (m *crashFS) Chmod(name string, mode fs.FileMode) error {
 // it makes no change-counter table (cache.go).
 func (m *crashFS) inMemory() {}
 
+// Statfs reports an unknown filesystem, which is taken for a local one.
+func (m *crashFS) Statfs(name string) (fsType, error) {
+	m.mu.Lock()
+	_, err := m.lookup(name)
+	m.mu.Unlock()
+	if err != nil {
+		return fsType{}, pathErr("statfs", name, err)
+	}
+	return fsType{}, nil
+}
+
 func (m *crashFS) Lstat(name string) (fileStat, error) {
 	m.mu.Lock()
 	n, err := m.lookup(name)

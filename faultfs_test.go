@@ -36,6 +36,8 @@ type faultFS struct {
 	persistent bool
 	errno      syscall.Errno
 	calls      []faultCall
+
+	fstype *fsType // what Statfs reports, if set; set before use
 }
 
 // faultCall is one counted call.
@@ -193,6 +195,20 @@ func (f *faultFS) OpenLock(name string) (lockFile, error) {
 		return nil, err
 	}
 	return &faultLock{fs: f, inner: inner, name: name}, nil
+}
+
+// Statfs counts as one call. With fstype set it reports that type, for
+// the given path and any under it, instead of the inner fsys's: how tests
+// put a store on each kind of filesystem.
+func (f *faultFS) Statfs(name string) (fsType, error) {
+	if f.fault(faultCall{op: "statfs", path: name}) {
+		return fsType{}, f.pathErr("statfs", name)
+	}
+	t, err := f.inner.Statfs(name)
+	if err == nil && f.fstype != nil {
+		t = *f.fstype
+	}
+	return t, err
 }
 
 // faultLock is a lock file opened through a faultFS.

@@ -13,7 +13,8 @@
 // The guarantee holds for processes on a single host using a local
 // filesystem. It does NOT hold on NFS, SMB or other network filesystems,
 // where advisory locks and rename atomicity vary, nor on Windows, where the
-// store is not supported.
+// store is not supported. Open refuses a directory on a network filesystem
+// with ErrNetworkFS unless Options.AllowNetworkFS is set.
 //
 // # Basics
 //
@@ -32,8 +33,8 @@
 //
 // Errors are wrapped with the failing operation; test them with errors.Is
 // against the sentinels ErrNotFound, ErrCorrupt, ErrInvalidID, ErrTooLarge,
-// ErrClosed, ErrNotStore, ErrUnsafeRoot, ErrLayout, ErrInvalidOption,
-// ErrResharding and ErrInUse.
+// ErrClosed, ErrNotStore, ErrUnsafeRoot, ErrNetworkFS, ErrLayout,
+// ErrInvalidOption, ErrResharding and ErrInUse.
 // Errors from the operating system are wrapped unchanged, so
 // errors.Is(err, syscall.ENOSPC) and errors.As(err, new(*fs.PathError))
 // work; their paths hold hashed names only. A context that ends while a method waits for a lock returns the
@@ -219,6 +220,16 @@ type Options struct {
 	// in a missing or empty directory: for tools that inspect a store.
 	NoCreate bool
 
+	// AllowNetworkFS lets Open use a directory on a network filesystem
+	// (NFS, SMB/CIFS, Ceph, GlusterFS, Lustre, 9p, AFS, ...), which it
+	// otherwise refuses with ErrNetworkFS. You own the consequences: the
+	// clients of such a filesystem do not see one another's locks and
+	// renames reliably, so writes from different hosts can be lost or
+	// interleaved, and the read cache is off. Open logs one warning. A
+	// FUSE filesystem not known to be a network one opens without it,
+	// with one warning.
+	AllowNetworkFS bool
+
 	// Logger receives what the background sweeper cannot return: I/O
 	// errors and corrupt records it skipped. Nil discards them. Log lines
 	// name records by hashed path, never by id.
@@ -256,6 +267,7 @@ type Store struct {
 	table         *counterTable // shared change counters (cache.go); nil if unmapped
 	version       int           // the marker's format version
 	storeLock     storeLocker   // the store lock (storelock.go); nil where there is none
+	netFS         string        // the network filesystem AllowNetworkFS let Open use, or ""
 	cache         *readCache    // nil without CacheBytes
 
 	closed    atomic.Bool
@@ -282,7 +294,8 @@ type Store struct {
 // effective uid at the time of the call, which the Store then takes as the
 // owner of its records: a server that drops privileges should open its
 // store afterwards. A store's shard layout is fixed when it is created; a
-// conflicting opts.Layout is ErrLayout. Unless
+// conflicting opts.Layout is ErrLayout. A directory on a network
+// filesystem is ErrNetworkFS unless opts.AllowNetworkFS is set. Unless
 // opts.SweepInterval is negative, Open starts a sweeper goroutine that runs
 // until Close.
 //
@@ -354,6 +367,9 @@ func openStore(dir string, opts *Options, fsys fsys, reshard bool) (*Store, erro
 	// recent writes: a marker lost or torn by a power failure would leave
 	// a directory that Open refuses for good. It happens once per store.
 	s.opts.NoSync = false
+	if err := s.checkFilesystem(); err != nil {
+		return nil, opErr("open", err)
+	}
 	m, err := s.openRoot(want)
 	if err != nil {
 		return nil, opErr("open", err)

@@ -1,59 +1,67 @@
 package filestore
 
-import "golang.org/x/sys/unix"
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
 
-// filesystemOf names the kind of filesystem that holds path, from statfs's
-// type number, and reports whether it is shared over a network (its
-// clients do not see one another's locks and renames as one host's
-// processes do) or is FUSE (which may be either). An unknown number is
-// taken for a local filesystem.
-func filesystemOf(path string) (name string, network, fuse bool, err error) {
+	"golang.org/x/sys/unix"
+)
+
+// Statfs is statfs(2) of name. For FUSE it also reads the subtype of the
+// mount that holds name from /proc/self/mountinfo, matched by device
+// number; the subtype stays empty if that cannot be read.
+func (osFS) Statfs(name string) (fsType, error) {
 	var st unix.Statfs_t
-	if err := ignoringEINTR(func() error { return unix.Statfs(path, &st) }); err != nil {
-		return "", false, false, err
+	if err := ignoringEINTR(func() error { return unix.Statfs(name, &st) }); err != nil {
+		return fsType{}, &fs.PathError{Op: "statfs", Path: name, Err: err}
 	}
-	name, network, fuse = classifyFS(int64(st.Type))
-	return name, network, fuse, nil
+	t := fsType{magic: int64(st.Type)}
+	if uint32(t.magic) == fuseMagic {
+		var sb unix.Stat_t
+		if err := unix.Stat(name, &sb); err == nil {
+			t.subtype = fuseSubtype(uint64(sb.Dev))
+		}
+	}
+	return t, nil
 }
 
-// classifyFS names a statfs type number (linux/magic.h and the
-// filesystems' own headers).
-func classifyFS(magic int64) (name string, network, fuse bool) {
-	switch uint32(magic) {
-	case 0x6969:
-		return "nfs", true, false
-	case 0x517b:
-		return "smb", true, false
-	case 0xff534d42:
-		return "cifs", true, false
-	case 0xfe534d42:
-		return "smb2", true, false
-	case 0x00c36400:
-		return "ceph", true, false
-	case 0x0bd00bd0:
-		return "lustre", true, false
-	case 0x01021997:
-		return "9p", true, false
-	case 0x5346414f, 0x6b414653:
-		return "afs", true, false
-	case 0x73757245:
-		return "coda", true, false
-	case 0x564c:
-		return "ncp", true, false
-	case 0x7461636f:
-		return "ocfs2", true, false
-	case 0x01161970:
-		return "gfs2", true, false
-	case 0x65735546:
-		return "fuse", false, true
-	case 0x01021994:
-		return "tmpfs", false, false
-	case 0xef53:
-		return "ext4", false, false
-	case 0x58465342:
-		return "xfs", false, false
-	case 0x9123683e:
-		return "btrfs", false, false
+// fuseSubtype is the subtype of the FUSE mount of device dev ("glusterfs"
+// for the type "fuse.glusterfs" in the mount table), or "".
+func fuseSubtype(dev uint64) string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return ""
 	}
-	return "", false, false
+	return mountSubtype(b, fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev)))
+}
+
+// mountSubtype finds the mount of device dev ("major:minor") in a
+// mountinfo table and returns its FUSE subtype, or "".
+func mountSubtype(mountinfo []byte, dev string) string {
+	sc := bufio.NewScanner(bytes.NewReader(mountinfo))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		// ID parent major:minor root mountpoint options [optional...] - type source super-options
+		f := strings.Fields(sc.Text())
+		if len(f) < 3 || f[2] != dev {
+			continue
+		}
+		for i := 3; i+1 < len(f); i++ {
+			if f[i] == "-" {
+				typ := f[i+1]
+				if sub, ok := strings.CutPrefix(typ, "fuse."); ok {
+					return sub
+				}
+				if sub, ok := strings.CutPrefix(typ, "fuseblk."); ok {
+					return sub
+				}
+				return ""
+			}
+		}
+	}
+	return ""
 }

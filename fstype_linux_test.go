@@ -36,8 +36,23 @@ func TestLocalFilesystemsAreLocal(t *testing.T) {
 		dirs = append(dirs, "/dev/shm")
 	}
 	for _, d := range dirs {
-		name, network, _, err := filesystemOf(d)
+		typ, err := osFS{}.Statfs(d)
 		require.NoError(t, err)
+		name, network, _ := typ.classify()
 		require.False(t, network, "%s (%s)", d, name)
+	}
+}
+
+func TestMountSubtype(t *testing.T) {
+	table := []byte(`21 26 0:20 / /proc rw,relatime - proc proc rw
+36 26 0:45 / /mnt/gv0 rw,relatime shared:1 - fuse.glusterfs server:/gv0 rw,user_id=0
+37 26 0:46 / /mnt/plain rw,relatime - fuse /dev/fuse rw
+38 26 8:1 / /mnt/ntfs rw - fuseblk /dev/sda1 rw
+39 26 0:47 / /mnt/my\040files rw master:3 shared:4 - fuse.sshfs host:/x rw
+`)
+	for dev, want := range map[string]string{
+		"0:45": "glusterfs", "0:46": "", "8:1": "", "0:47": "sshfs", "0:20": "", "9:9": "",
+	} {
+		require.Equal(t, want, mountSubtype(table, dev), dev)
 	}
 }

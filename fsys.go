@@ -54,6 +54,9 @@ type fsys interface {
 	// OpenLock opens the existing lock file name to be locked and unlocked
 	// many times through one descriptor (see lockFile).
 	OpenLock(name string) (lockFile, error)
+	// Statfs tells what filesystem holds name (statfs(2)): Open refuses a
+	// network filesystem, and the read cache turns itself off on one.
+	Statfs(name string) (fsType, error)
 }
 
 // lockFile is a lock file kept open between acquisitions: the uncontended

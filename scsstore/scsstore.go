@@ -81,23 +81,30 @@ func (s *Store) Find(token string) ([]byte, bool, error) {
 //
 // FindCtx takes no lock and does not wait.
 func (s *Store) FindCtx(ctx context.Context, token string) ([]byte, bool, error) {
+	rec, found, err := s.find(ctx, token)
+	return rec.Data, found, err
+}
+
+// find loads the record for token, reading filestore's errors as FindCtx
+// documents.
+func (s *Store) find(ctx context.Context, token string) (filestore.Record, bool, error) {
 	rec, err := s.fs.Load(ctx, token)
 	switch {
 	case err == nil:
-		return rec.Data, true, nil
+		return rec, true, nil
 	case errors.Is(err, filestore.ErrNotFound), errors.Is(err, filestore.ErrInvalidID):
 		// ErrInvalidID: a token no session can have was presented,
 		// which for scs is a malformed token, not a failure.
-		return nil, false, nil
+		return filestore.Record{}, false, nil
 	case errors.Is(err, filestore.ErrCorrupt):
 		// The file at the token's path is not a readable record (the
 		// store's word for it, whatever the reason: damage, a planted
 		// file, one too large to read). For scs the session is gone;
 		// the log is where the operator hears of the file.
 		s.logger().LogAttrs(ctx, slog.LevelWarn, "scsstore: skipping unreadable session record", slog.Any("error", err))
-		return nil, false, nil
+		return filestore.Record{}, false, nil
 	}
-	return nil, false, err
+	return filestore.Record{}, false, err
 }
 
 // Commit stores the session data for token. It is CommitCtx with

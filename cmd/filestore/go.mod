@@ -3,7 +3,11 @@ module github.com/filestore-go/filestore/cmd/filestore
 go 1.25.0
 
 require (
+	github.com/alexedwards/scs/redisstore v0.0.0-20251002162104-209de6e426de
+	github.com/alexedwards/scs/v2 v2.9.0
 	github.com/filestore-go/filestore v0.1.0
+	github.com/filestore-go/filestore/scsstore v0.1.0
+	github.com/gomodule/redigo v1.9.3
 	github.com/rogpeppe/go-internal v1.16.0
 	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/spf13/cobra v1.10.2
