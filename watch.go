@@ -69,8 +69,12 @@ const watchBuffer = 1024
 // payload, name records by Key, and work on local filesystems only. A
 // consumer that falls behind, or a kernel queue that overflows, gets one
 // EventOverflow for whatever was lost; a writer never waits for a
-// consumer. A shard directory created after Watch returns is watched from
-// when it is seen, and the records already in it are reported as saved.
+// consumer. So that no record lands in a shard directory that is not
+// watched yet, Watch first creates every shard directory of a layout of at
+// most 4,096 of them (such as the default "1x2"); in a larger layout a
+// shard directory created after Watch returns is watched from when it is
+// seen, its records are reported as saved, and an EventOverflow says that
+// a record saved and deleted in it before then went unseen.
 //
 // Watch is safe for concurrent use; each call has its own notifications
 // (one inotify descriptor, and one watch per shard directory, counted
@@ -88,6 +92,7 @@ func (s *Store) Watch(ctx context.Context) (<-chan Event, error) {
 		return nil, opErr("watch", err)
 	}
 	wt := &watcher{s: s, w: w, out: make(chan Event, watchBuffer), levels: map[string]int{}}
+	s.makeShards()
 	if err := wt.addTree(s.data, 0, false); err != nil {
 		_ = w.Close() // error deliberately ignored: already failing
 		return nil, opErr("watch", err)
@@ -208,6 +213,9 @@ func (wt *watcher) handle(ev fsnotify.Event) {
 		// already in it.
 		if ev.Has(fsnotify.Create) && wt.s.layout.isShardName(name) {
 			_ = wt.addTree(ev.Name, level+1, true) // error deliberately ignored: best effort, see Watch
+			// A record saved and deleted in it before its watch was in
+			// place went unseen: say so.
+			wt.lost = true
 		}
 		if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
 			delete(wt.levels, ev.Name)
@@ -218,6 +226,32 @@ func (wt *watcher) handle(ev fsnotify.Event) {
 		wt.send(Event{Key: name, Kind: EventSaved})
 	case ev.Has(fsnotify.Remove), ev.Has(fsnotify.Rename):
 		wt.send(Event{Key: name, Kind: EventDeleted})
+	}
+}
+
+// maxMadeShards is the most shard directories Watch creates up front.
+const maxMadeShards = 4096
+
+// makeShards creates every shard directory of a layout of at most
+// maxMadeShards of them, for Watch. They are what Saves would create, and
+// the store never removes them; they are not synced, since a Save that
+// finds one missing after a crash makes it again. Errors are ignored: a
+// directory it could not make is watched when a Save makes it.
+func (s *Store) makeShards() {
+	l := s.layout
+	if l.levels == 0 || l.leaves() > maxMadeShards {
+		return
+	}
+	digits := l.levels * l.width
+	for leaf := range l.leaves() {
+		name := fmt.Sprintf("%0*x", digits, leaf) + strings.Repeat("0", hashHexLen-digits)
+		path := s.data
+		for i := range l.levels {
+			path += string(filepath.Separator) + name[i*l.width:(i+1)*l.width]
+			if err := s.fs.Mkdir(path, dirMode); err == nil && s.fixModes {
+				_ = s.fs.Chmod(path, dirMode) // error deliberately ignored: as said
+			}
+		}
 	}
 }
 

@@ -49,8 +49,7 @@ func waitEvent(t *testing.T, ch <-chan Event, want Event) {
 }
 
 // TestWatchOtherProcess: a worker process's Save, Delete, Update and sweep
-// arrive as events with the record's key, including a Save into a shard
-// directory that did not exist when Watch returned.
+// arrive as events with the record's key.
 func TestWatchOtherProcess(t *testing.T) {
 	ids := []string{"alpha", "beta", "gamma", "delta"}
 	if dir, _, ok := worker(t); ok {
@@ -181,4 +180,52 @@ func requireClosed(t *testing.T, ch <-chan Event) {
 			t.Fatal("Watch's channel was not closed")
 		}
 	}
+}
+
+// TestWatchShardDirectories: in the default layout Watch first makes every
+// shard directory, so records saved and deleted at once, each in a shard
+// that held none, are seen saved and deleted. In a layout too large for
+// that, a shard directory made after Watch returned has its records
+// reported, with an EventOverflow for what may have gone unseen there.
+func TestWatchShardDirectories(t *testing.T) {
+	t.Run("1x2", func(t *testing.T) {
+		s := openTest(t, nil)
+		ctx, cancel := context.WithCancel(bg)
+		defer cancel()
+		ch, err := s.Watch(ctx)
+		require.NoError(t, err)
+		shards, err := os.ReadDir(s.data)
+		require.NoError(t, err)
+		require.Len(t, shards, 256)
+		var ids []string
+		for i := range 40 {
+			id := fmt.Sprintf("burst-%d", i)
+			require.NoError(t, s.Save(bg, id, []byte("x"), time.Time{}))
+			require.NoError(t, s.Delete(bg, id))
+			ids = append(ids, id)
+		}
+		for _, id := range ids {
+			waitEvent(t, ch, Event{Key: Key(id), Kind: EventSaved})
+			waitEvent(t, ch, Event{Key: Key(id), Kind: EventDeleted})
+		}
+	})
+	t.Run("2x2", func(t *testing.T) {
+		s := openTest(t, &Options{SweepInterval: -1, Layout: "2x2"})
+		ctx, cancel := context.WithCancel(bg)
+		defer cancel()
+		ch, err := s.Watch(ctx)
+		require.NoError(t, err)
+		require.NoError(t, s.Save(bg, "late", []byte("x"), time.Time{}))
+		var saved, overflow bool
+		deadline := time.After(eventWait)
+		for !saved || !overflow {
+			select {
+			case ev := <-ch:
+				saved = saved || ev == Event{Key: Key("late"), Kind: EventSaved}
+				overflow = overflow || ev.Kind == EventOverflow
+			case <-deadline:
+				t.Fatalf("saved %v, overflow %v: want both", saved, overflow)
+			}
+		}
+	})
 }
