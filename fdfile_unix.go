@@ -119,11 +119,12 @@ func (f *fdFile) Stat() (fileStat, error) {
 	return statFrom(filepath.Base(f.name), &st), nil
 }
 
-// SetModTime is utimensat(2) of the file's name in the directory it was
-// opened in, which file's contract lets it rely on: the engine sets the
-// hint on a temp file it holds the record's lock for, before renaming it.
-// Through the descriptor itself would be futimens(2), which x/sys offers
-// on no system (Linux takes utimensat with AT_EMPTY_PATH only since 5.8).
+// SetModTime is utimensat(2) through the descriptor (futimens) where the
+// system takes that, and otherwise of the file's name in the directory it
+// was opened in, which file's contract lets it rely on: the engine sets
+// the hint on a temp file it holds the record's lock for, before renaming
+// it. x/sys offers futimens on no system; Linux takes utimensat with
+// AT_EMPTY_PATH since 5.8.
 // The access time is set to now, what creating the file gave it, since
 // not every system's x/sys has UTIME_OMIT to leave it alone. Nanoseconds
 // go to the kernel as they are, and a filesystem with coarser times
@@ -133,6 +134,12 @@ func (f *fdFile) SetModTime(t time.Time) error {
 		return f.fail("utimes", os.ErrClosed)
 	}
 	ts := [2]unix.Timespec{unix.NsecToTimespec(time.Now().UnixNano()), unix.NsecToTimespec(t.UnixNano())}
+	if done, err := futimens(f.fd, ts[:]); done {
+		if err != nil {
+			return f.fail("utimes", err)
+		}
+		return nil
+	}
 	if err := unix.UtimesNanoAt(f.at, f.name, ts[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return f.fail("utimes", err)
 	}

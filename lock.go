@@ -720,12 +720,13 @@ type idShard struct {
 	m  map[int64]*idLock
 }
 
-// idLock is one record's in-process lock: a buffered channel, so that
-// waiting can honour a context, and the count of goroutines holding or
-// waiting for it.
+// idLock is one record's in-process lock. Taking it uncontended costs an
+// entry in the table and nothing else; a goroutine that has to wait makes
+// ch, through which each unlock hands the lock to one waiter, so that
+// waiting can honour a context.
 type idLock struct {
-	ch   chan struct{}
-	refs int // guarded by the shard's mu
+	refs int           // goroutines holding or waiting for it; guarded by the shard's mu
+	ch   chan struct{} // made by the first waiter; a token in it is the lock, handed on; guarded by mu
 }
 
 // lock takes key's lock, waiting until ctx is done, or with try set
@@ -739,30 +740,39 @@ func (t *idTable) lock(ctx context.Context, key int64, try bool) (*idLock, error
 		if sh.m == nil {
 			sh.m = make(map[int64]*idLock)
 		}
-		e = &idLock{ch: make(chan struct{}, 1)}
+		e = &idLock{refs: 1}
 		sh.m[key] = e
+		sh.mu.Unlock()
+		return e, nil
+	}
+	if try {
+		sh.mu.Unlock()
+		return nil, errLockBusy
 	}
 	e.refs++
+	if e.ch == nil {
+		// Not pooled for reuse: a channel made inside a testing/synctest
+		// bubble may not be used outside it, and a pool would hand one
+		// from a bubbled test to any other goroutine.
+		e.ch = make(chan struct{}, 1)
+	}
+	ch := e.ch
 	sh.mu.Unlock()
-
 	select {
-	case e.ch <- struct{}{}:
+	case <-ch:
 		return e, nil
+	case <-ctx.Done():
+	}
+	sh.mu.Lock()
+	select {
+	case <-ch:
+		// Handed the lock as ctx ended: hand it on, as unlock would.
+		t.releaseLocked(sh, key, e)
 	default:
+		e.refs-- // the holder still counts: never 0 here
 	}
-	var err error
-	if try {
-		err = errLockBusy
-	} else {
-		select {
-		case e.ch <- struct{}{}:
-			return e, nil
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-	}
-	t.forget(sh, key, e)
-	return nil, err
+	sh.mu.Unlock()
+	return nil, ctx.Err()
 }
 
 // held reports whether a goroutine holds or waits for key's lock.
@@ -775,18 +785,20 @@ func (t *idTable) held(key int64) bool {
 
 // unlock releases key's lock e.
 func (t *idTable) unlock(key int64, e *idLock) {
-	<-e.ch
-	t.forget(&t.shards[uint64(key)%uint64(len(t.shards))], key, e)
+	sh := &t.shards[uint64(key)%uint64(len(t.shards))]
+	sh.mu.Lock()
+	t.releaseLocked(sh, key, e)
+	sh.mu.Unlock()
 }
 
-// forget drops one reference to e, and e itself once it has none.
-func (t *idTable) forget(sh *idShard, key int64, e *idLock) {
-	sh.mu.Lock()
+// releaseLocked releases e, held by the caller, with sh.mu held: it drops
+// the entry if nobody waits, and otherwise hands the lock to one waiter. At
+// most one token is ever in e.ch: it is put there only by the goroutine
+// that holds the lock, which then no longer does.
+func (t *idTable) releaseLocked(sh *idShard, key int64, e *idLock) {
 	if e.refs--; e.refs == 0 {
-		// Not pooled for reuse: a channel made inside a testing/synctest
-		// bubble may not be used outside it, and a pool would hand one
-		// from a bubbled test to any other goroutine.
 		delete(sh.m, key)
+		return
 	}
-	sh.mu.Unlock()
+	e.ch <- struct{}{}
 }
