@@ -123,7 +123,7 @@ func (s *Store) reshard(ctx context.Context, to layout, progress func(ReshardPro
 	}
 
 	if _, err := s.fs.Lstat(newData); err == nil {
-		mv := mover{s: s, to: to, newData: newData, synced: map[string]bool{}, progress: progress, total: total}
+		mv := mover{s: s, to: to, newData: newData, touched: map[string]bool{}, progress: progress, total: total}
 		if err := mv.moveTree(ctx, s.data, 0); err != nil {
 			return err
 		}
@@ -161,16 +161,38 @@ func (s *Store) reshard(ctx context.Context, to layout, progress func(ReshardPro
 	return nil
 }
 
-// countFiles counts the files left to move: for progress only.
+// countFiles counts the entries left to move, as moveTree will meet them:
+// for progress only. It lists directories and reads no record.
 func (s *Store) countFiles(ctx context.Context) (int, error) {
+	return s.countIn(ctx, s.data, 0)
+}
+
+func (s *Store) countIn(ctx context.Context, path string, level int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	names, err := listDir(s.fs, path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
 	n := 0
-	err := s.scanDir(ctx, s.data, 0, func(fi FileInfo) error {
-		if !fi.Mode.IsDir() {
-			n++
+	for _, name := range names {
+		if level < s.layout.levels && s.layout.isShardName(name) {
+			if fi, err := s.fs.Lstat(filepath.Join(path, name)); err == nil && fi.IsDir() {
+				m, err := s.countIn(ctx, filepath.Join(path, name), level+1)
+				if err != nil {
+					return 0, err
+				}
+				n += m
+				continue
+			}
 		}
-		return nil
-	})
-	return n, err
+		n++
+	}
+	return n, nil
 }
 
 // mover is step 2 of a reshard.
@@ -178,7 +200,7 @@ type mover struct {
 	s        *Store
 	to       layout
 	newData  string
-	synced   map[string]bool // directories of data.new made or moved into: false until synced
+	touched  map[string]bool // directories records were moved into, synced by syncNew
 	progress func(ReshardProgress)
 	done     int
 	total    int
@@ -247,11 +269,11 @@ func (mv *mover) moveTree(ctx context.Context, path string, level int) error {
 // the quarantine directory if that name is taken.
 func (mv *mover) place(from, dir, name string) error {
 	s := mv.s
-	if _, ok := mv.synced[dir]; !ok {
+	if !mv.touched[dir] {
 		if err := s.mkdirTree(mv.newData, dir); err != nil {
 			return err
 		}
-		mv.synced[dir] = false
+		mv.touched[dir] = true
 	}
 	dst := filepath.Join(dir, name)
 	if _, err := s.fs.Lstat(dst); err == nil {
@@ -270,24 +292,21 @@ func (mv *mover) toQuarantine(from, name string) error {
 	if err := s.mkdirIn(s.root, qdir); err != nil {
 		return err
 	}
-	mv.synced[qdir] = false
+	mv.touched[qdir] = true
 	return s.fs.Rename(from, filepath.Join(qdir, fmt.Sprintf("%s.reshard.%d", name, s.now().UnixNano())))
 }
 
 // syncNew syncs every directory that records were moved into.
 func (mv *mover) syncNew() error {
-	dirs := make([]string, 0, len(mv.synced))
-	for d, done := range mv.synced {
-		if !done {
-			dirs = append(dirs, d)
-		}
+	dirs := make([]string, 0, len(mv.touched))
+	for d := range mv.touched {
+		dirs = append(dirs, d)
 	}
 	sort.Strings(dirs)
 	for _, d := range dirs {
 		if err := mv.s.syncDir(d, syncAfterRename); err != nil {
 			return err
 		}
-		mv.synced[d] = true
 	}
 	return nil
 }
