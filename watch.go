@@ -130,6 +130,9 @@ func (wt *watcher) addTree(dir string, level int, report bool) error {
 		return err
 	}
 	wt.levels[dir] = level
+	if level == wt.s.layout.levels && !report {
+		return nil // a leaf's records are not reported: no need to list them
+	}
 	d, err := wt.s.fs.OpenDir(dir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) && level > 0 {
