@@ -851,62 +851,6 @@ func (s *Store) Update(ctx context.Context, id string, fn func(cur *Record) (*Re
 	return nil
 }
 
-// ForEach calls fn once for every live record in the store, in no
-// particular order, until fn returns an error, which ForEach then returns.
-// Records saved or deleted during the walk may or may not be visited.
-//
-// ForEach holds no lock while fn runs, so fn may call any Store method,
-// including Delete of the record it was given. Records that cannot be read
-// are skipped; after visiting every other record ForEach returns an error
-// wrapping ErrCorrupt that names them by hashed path.
-// ForEach stops early with ctx's error when ctx ends. It holds at most 512
-// names of a directory and one record in memory at a time, whatever the
-// size of the store.
-func (s *Store) ForEach(ctx context.Context, fn func(Record) error) error {
-	if s.closed.Load() {
-		return opErr("foreach", ErrClosed)
-	}
-	var bad []error
-	err := s.walk(ctx, eachName(func(dir dir, name string) error {
-		if !isRecordName(name) {
-			return nil
-		}
-		d, err := s.readIn(dir, name)
-		switch {
-		case errors.Is(err, ErrNotFound):
-			return nil // deleted since the directory was read
-		case err != nil:
-			if len(bad) < maxReportedErrors {
-				bad = append(bad, err)
-			}
-			return nil
-		case expired(d.expiry, s.now()):
-			return nil
-		}
-		if err := fn(Record{ID: d.id, Data: d.data, Expiry: expiryTime(d.expiry)}); err != nil {
-			return fnError{err}
-		}
-		return nil
-	}), nil)
-	var fe fnError
-	if errors.As(err, &fe) {
-		return fe.err // fn's own error, as it returned it
-	}
-	if err != nil {
-		return opErr("foreach", err)
-	}
-	if len(bad) > 0 {
-		return opErr("foreach", fmt.Errorf("skipped unreadable records: %w", errors.Join(bad...)))
-	}
-	return nil
-}
-
-// fnError carries the error of ForEach's fn out of the walk, so that it is
-// returned unwrapped while the walk's own errors are wrapped.
-type fnError struct{ err error }
-
-func (e fnError) Error() string { return e.err.Error() }
-
 // maxReportedErrors bounds how many per-file errors ForEach collects.
 const maxReportedErrors = 16
 

@@ -27,7 +27,9 @@ const readDirBatch = 512
 // skipped. Memory stays bounded by a batch, not by the shard. An error of
 // batch or done stops the walk and is returned as it is.
 func (s *Store) walk(ctx context.Context, batch func(d dir, names []string) error, done func(d dir) error) error {
-	return s.walkLevel(ctx, s.data, 0, batch, done)
+	return s.walkLeaves(ctx, s.data, 0, func(path string, level int) error {
+		return s.walkLeaf(ctx, path, level, batch, done)
+	})
 }
 
 // eachName adapts a function of one name to walk's batch.
@@ -42,12 +44,15 @@ func eachName(fn func(d dir, name string) error) func(d dir, names []string) err
 	}
 }
 
-func (s *Store) walkLevel(ctx context.Context, path string, level int, batch func(d dir, names []string) error, done func(d dir) error) error {
+// walkLeaves calls leaf with the path of every leaf shard directory below
+// path, which is level levels below the data directory, one at a time. It
+// skips the names walk skips, and returns leaf's first error as it is.
+func (s *Store) walkLeaves(ctx context.Context, path string, level int, leaf func(path string, level int) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if level == s.layout.levels {
-		return s.walkLeaf(ctx, path, level, batch, done)
+		return leaf(path, level)
 	}
 	d, ok, err := s.openWalked(path, level)
 	if !ok {
@@ -64,7 +69,7 @@ func (s *Store) walkLevel(ctx context.Context, path string, level int, batch fun
 		if !s.layout.isShardName(name) {
 			continue
 		}
-		if err := s.walkLevel(ctx, filepath.Join(path, name), level+1, batch, done); err != nil {
+		if err := s.walkLeaves(ctx, filepath.Join(path, name), level+1, leaf); err != nil {
 			return err
 		}
 	}
