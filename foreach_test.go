@@ -81,19 +81,43 @@ func TestForEachReadsAheadBoundedly(t *testing.T) {
 }
 
 // TestForEachStopsItsReaders: when fn fails, or ctx ends, ForEach returns
-// at once with that error, and its readers end with it.
+// with that error, and only once its readers have stopped: the store makes
+// no filesystem call after it returns, and no goroutine of it is left.
 func TestForEachStopsItsReaders(t *testing.T) {
-	s := openTest(t, &Options{SweepInterval: -1, NoSync: true, Layout: "2x2"})
+	ffs := &faultFS{inner: osFS{}}
+	s, err := open(filepath.Join(t.TempDir(), "store"), &Options{SweepInterval: -1, NoSync: true, Layout: "2x2"}, ffs)
+	require.NoError(t, err)
+	defer s.Close()
 	for i := range 3000 {
 		require.NoError(t, s.Save(bg, fmt.Sprintf("session-%d", i), []byte("x"), time.Time{}))
 	}
+	fsCalls := func() int { // calls the store made on the filesystem so far
+		ffs.mu.Lock()
+		defer ffs.mu.Unlock()
+		return len(ffs.calls)
+	}
 	before := runtime.NumGoroutine()
+	settled := func() {
+		t.Helper()
+		for i := 0; runtime.NumGoroutine() > before; i++ {
+			if i == 1000 {
+				buf := make([]byte, 1<<16)
+				t.Fatalf("%d goroutines left after ForEach, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	ffs.arm(0, false, 0)
+	defer ffs.disarm()
 
 	stop := errors.New("stop")
 	calls := 0
-	err := s.ForEach(bg, func(Record) error { calls++; return stop })
+	err = s.ForEach(bg, func(Record) error { calls++; return stop })
+	atReturn := fsCalls()
 	require.Same(t, stop, err)
 	require.Equal(t, 1, calls, "fn was called after it failed")
+	settled()
+	require.Equal(t, atReturn, fsCalls(), "the filesystem was used after ForEach returned")
 
 	ctx, cancel := context.WithCancel(bg)
 	calls = 0
@@ -104,18 +128,11 @@ func TestForEachStopsItsReaders(t *testing.T) {
 		}
 		return nil
 	})
+	atReturn = fsCalls()
 	require.ErrorIs(t, err, context.Canceled)
 	require.Less(t, calls, 3000)
-
-	// The readers are gone: ForEach waits for them, and the goroutine
-	// that closes their channel ends right after.
-	for i := 0; runtime.NumGoroutine() > before; i++ {
-		if i == 1000 {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines left after ForEach, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(time.Millisecond)
-	}
+	settled()
+	require.Equal(t, atReturn, fsCalls(), "the filesystem was used after ForEach returned")
 }
 
 // TestForEachWalkErrorStopsIt: when the filesystem fails under the walk,
