@@ -399,7 +399,7 @@ func (m *migrator) undoDeleted(ctx context.Context) error {
 		if err := m.conn.Send("DEL", m.o.prefix+c.id); err != nil {
 			return redisErr(err)
 		}
-		m.tr.forget(c.id)
+		m.tr.drop(c.i)
 		dels++
 		m.res.Copied--
 		m.res.Bytes -= int64(c.size)
@@ -421,9 +421,11 @@ func (m *migrator) undoDeleted(ctx context.Context) error {
 
 // copied is a session this run wrote to Redis.
 type copied struct {
-	id     string
-	expiry time.Time
-	size   int
+	id      string
+	expiry  time.Time
+	size    int
+	key     string // filestore.Key(id), once the tracker has indexed it
+	dropped bool   // deleted from Redis again, or copied again later
 }
 
 // tracker tells which of the sessions a run copied may have been deleted
@@ -432,12 +434,19 @@ type copied struct {
 // notifications were lost or could not be had. It keeps each copy's id
 // until the run ends, as a deletion may be reported at any time. Its
 // methods are safe for concurrent use.
+//
+// Notifications name records by key (filestore.Key, a SHA-256), so the
+// tracker must know the key of every copy once a deletion is reported.
+// It learns them only then, all at once and each once: a run during
+// which no session is deleted computes none.
 type tracker struct {
 	mu       sync.Mutex
-	copies   map[string]copied // by filestore.Key
-	deleted  map[string]bool   // keys reported deleted since the run began
-	suspects map[string]copied // copies to look up in the store again, by key
-	blind    bool              // notifications were lost: every copy is a suspect
+	copies   []copied
+	byKey    map[string]int   // key -> index in copies, for copies[:indexed]
+	indexed  int              // how many copies byKey covers
+	deleted  map[string]bool  // keys reported deleted since the run began
+	suspects map[int]struct{} // copies to look up in the store again
+	blind    bool             // notifications were lost: every copy is a suspect
 
 	fenceKey     string        // the key of fence's own record
 	fenceSaved   chan struct{} // closed when its saving is reported
@@ -445,36 +454,66 @@ type tracker struct {
 }
 
 func newTracker() *tracker {
-	return &tracker{copies: map[string]copied{}, deleted: map[string]bool{}, suspects: map[string]copied{}}
+	return &tracker{byKey: map[string]int{}, deleted: map[string]bool{}, suspects: map[int]struct{}{}}
 }
 
 // add records a copy, a suspect at once if its record was reported
 // deleted already or notifications were lost.
 func (t *tracker) add(r filestore.Record) {
-	key := filestore.Key(r.ID)
 	c := copied{id: r.ID, expiry: r.Expiry, size: len(r.Data)}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.copies[key] = c
-	if t.blind || t.deleted[key] {
-		t.suspects[key] = c
+	t.copies = append(t.copies, c)
+	i := len(t.copies) - 1
+	if t.blind {
+		t.suspects[i] = struct{}{}
+		return
+	}
+	if len(t.deleted) > 0 {
+		t.index()
+		if t.deleted[t.copies[i].key] {
+			t.suspects[i] = struct{}{}
+		}
 	}
 }
 
-// forget drops a copy that has been deleted from Redis again.
-func (t *tracker) forget(id string) {
+// index learns the keys of the copies not yet indexed. t.mu is held.
+func (t *tracker) index() {
+	for ; t.indexed < len(t.copies); t.indexed++ {
+		c := &t.copies[t.indexed]
+		c.key = filestore.Key(c.id)
+		if prev, ok := t.byKey[c.key]; ok {
+			// The same session copied twice (a walk may list a name
+			// that was replaced twice): one Redis key, one suspect.
+			t.copies[prev].dropped = true
+			delete(t.suspects, prev)
+		}
+		t.byKey[c.key] = t.indexed
+	}
+}
+
+// drop marks copy i as deleted from Redis again.
+func (t *tracker) drop(i int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.copies, filestore.Key(id))
+	t.copies[i].dropped = true
+}
+
+// suspect is a copy to look up in the store again, and its index.
+type suspect struct {
+	copied
+	i int
 }
 
 // takeSuspects returns the suspects found since the last call.
-func (t *tracker) takeSuspects() []copied {
+func (t *tracker) takeSuspects() []suspect {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := make([]copied, 0, len(t.suspects))
-	for _, c := range t.suspects {
-		s = append(s, c)
+	s := make([]suspect, 0, len(t.suspects))
+	for i := range t.suspects {
+		if !t.copies[i].dropped {
+			s = append(s, suspect{t.copies[i], i})
+		}
 	}
 	clear(t.suspects)
 	return s
@@ -500,8 +539,9 @@ func (t *tracker) follow(ctx context.Context, events <-chan filestore.Event) {
 				break
 			}
 			t.deleted[ev.Key] = true
-			if c, ok := t.copies[ev.Key]; ok {
-				t.suspects[ev.Key] = c
+			t.index()
+			if i, ok := t.byKey[ev.Key]; ok {
+				t.suspects[i] = struct{}{}
 			}
 		case filestore.EventOverflow:
 			t.goBlind()
@@ -521,8 +561,10 @@ func (t *tracker) goBlind() {
 		return
 	}
 	t.blind = true
-	for key, c := range t.copies {
-		t.suspects[key] = c
+	for i, c := range t.copies {
+		if !c.dropped {
+			t.suspects[i] = struct{}{}
+		}
 	}
 }
 
