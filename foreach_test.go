@@ -40,14 +40,8 @@ func TestForEachCallsFnOneAtATime(t *testing.T) {
 // TestForEachReadsAheadBoundedly: however slowly fn takes records, the
 // readers open at most the batches ForEach may hold ahead of it.
 func TestForEachReadsAheadBoundedly(t *testing.T) {
-	ffs := &faultFS{inner: osFS{}}
-	s, err := open(filepath.Join(t.TempDir(), "store"), &Options{SweepInterval: -1, NoSync: true, Layout: "1x2"}, ffs)
-	require.NoError(t, err)
-	defer s.Close()
 	const n = 5000
-	for i := range n {
-		require.NoError(t, s.Save(bg, fmt.Sprintf("session-%d", i), []byte("x"), time.Time{}))
-	}
+	s, ffs := faultStore(t, "1x2", n)
 	scanned, k := 0, 0
 	opened := func() int { // record files opened so far
 		ffs.mu.Lock()
@@ -84,13 +78,7 @@ func TestForEachReadsAheadBoundedly(t *testing.T) {
 // with that error, and only once its readers have stopped: the store makes
 // no filesystem call after it returns, and no goroutine of it is left.
 func TestForEachStopsItsReaders(t *testing.T) {
-	ffs := &faultFS{inner: osFS{}}
-	s, err := open(filepath.Join(t.TempDir(), "store"), &Options{SweepInterval: -1, NoSync: true, Layout: "2x2"}, ffs)
-	require.NoError(t, err)
-	defer s.Close()
-	for i := range 3000 {
-		require.NoError(t, s.Save(bg, fmt.Sprintf("session-%d", i), []byte("x"), time.Time{}))
-	}
+	s, ffs := faultStore(t, "2x2", 3000)
 	fsCalls := func() int { // calls the store made on the filesystem so far
 		ffs.mu.Lock()
 		defer ffs.mu.Unlock()
@@ -112,7 +100,7 @@ func TestForEachStopsItsReaders(t *testing.T) {
 
 	stop := errors.New("stop")
 	calls := 0
-	err = s.ForEach(bg, func(Record) error { calls++; return stop })
+	err := s.ForEach(bg, func(Record) error { calls++; return stop })
 	atReturn := fsCalls()
 	require.Same(t, stop, err)
 	require.Equal(t, 1, calls, "fn was called after it failed")
@@ -138,21 +126,29 @@ func TestForEachStopsItsReaders(t *testing.T) {
 // TestForEachWalkErrorStopsIt: when the filesystem fails under the walk,
 // ForEach returns the failure, wrapped, and fn sees no record after it.
 func TestForEachWalkErrorStopsIt(t *testing.T) {
-	ffs := &faultFS{inner: osFS{}}
-	s, err := open(filepath.Join(t.TempDir(), "store"), &Options{SweepInterval: -1, NoSync: true, Layout: "1x2"}, ffs)
-	require.NoError(t, err)
-	defer s.Close()
-	for i := range 2000 {
-		require.NoError(t, s.Save(bg, fmt.Sprintf("session-%d", i), []byte("x"), time.Time{}))
-	}
+	s, ffs := faultStore(t, "1x2", 2000)
 	// From the 300th call on, every call fails: record opens, which
 	// ForEach skips and reports, and shard directory opens, which end
 	// the walk.
 	ffs.arm(300, true, syscall.EIO)
 	defer ffs.disarm()
 	calls := 0
-	err = s.ForEach(bg, func(Record) error { calls++; return nil })
+	err := s.ForEach(bg, func(Record) error { calls++; return nil })
 	require.ErrorIs(t, err, syscall.EIO)
 	require.True(t, strings.HasPrefix(err.Error(), "filestore: foreach"), "%v", err)
 	require.Less(t, calls, 2000)
+}
+
+// faultStore opens a store in layout over a faultFS, not armed, and saves
+// n sessions in it.
+func faultStore(t *testing.T, layout string, n int) (*Store, *faultFS) {
+	t.Helper()
+	ffs := &faultFS{inner: osFS{}}
+	s, err := open(filepath.Join(t.TempDir(), "store"), &Options{SweepInterval: -1, NoSync: true, Layout: layout}, ffs)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	for i := range n {
+		require.NoError(t, s.Save(bg, fmt.Sprintf("session-%d", i), []byte("x"), time.Time{}))
+	}
+	return s, ffs
 }
