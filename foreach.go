@@ -13,8 +13,9 @@ import (
 // Records saved or deleted during the walk may or may not be visited.
 //
 // fn is called from the goroutine that called ForEach, one record at a
-// time, while up to eight other goroutines (GOMAXPROCS, at least two) read
-// the next records ahead of it, each its own shard directories. They hold
+// time, while other goroutines read the next records ahead of it, each its
+// own shard directories: GOMAXPROCS of them, at least two and at most
+// eight, or one in the flat layout, which has one directory. They hold
 // no lock, so fn may call any Store method, including Delete of the record
 // it was given. Memory stays bounded whatever the size of the store: at
 // most 17 batches of read-ahead records, each of at most 64 records and,
