@@ -31,11 +31,8 @@ func (s *Store) ForEach(ctx context.Context, fn func(Record) error) error {
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	readers := min(max(runtime.GOMAXPROCS(0), 2), maxReaders)
-	if s.layout.levels == 0 {
-		readers = 1 // one shard directory: nothing to share out
-	}
-	leaves := make(chan leafDir)
+	readers := s.readers()
+	leaves := make(chan string)
 	batches := make(chan readBatch, readers)
 	// Each goroutine sends at most one error, its first, and cancels ctx
 	// after it: so the first error here is the cause, and any later one a
@@ -48,9 +45,9 @@ func (s *Store) ForEach(ctx context.Context, fn func(Record) error) error {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		defer close(leaves)
-		err := s.walkLeaves(ctx, s.data, 0, func(path string, level int) error {
+		err := s.walkLeaves(ctx, s.data, 0, func(path string) error {
 			select {
-			case leaves <- leafDir{path, level}:
+			case leaves <- path:
 				return nil
 			case <-ctx.Done():
 				return ctx.Err()
@@ -62,8 +59,8 @@ func (s *Store) ForEach(ctx context.Context, fn func(Record) error) error {
 	})
 	for range readers {
 		wg.Go(func() {
-			for l := range leaves {
-				if err := s.readLeaf(ctx, l, batches); err != nil {
+			for path := range leaves {
+				if err := s.readLeaf(ctx, path, batches); err != nil {
 					fail(err)
 					return
 				}
@@ -111,10 +108,12 @@ const (
 	readBatchBytes   = 64 << 10
 )
 
-// leafDir is a leaf shard directory for one of ForEach's readers.
-type leafDir struct {
-	path  string
-	level int
+// readers is how many goroutines ForEach reads records with.
+func (s *Store) readers() int {
+	if s.layout.levels == 0 {
+		return 1 // one shard directory: nothing to share out
+	}
+	return min(max(runtime.GOMAXPROCS(0), 2), maxReaders)
 }
 
 // readBatch is records one of ForEach's readers read, and the errors of
@@ -124,9 +123,9 @@ type readBatch struct {
 	bad  []error
 }
 
-// readLeaf reads the live records in the leaf shard directory l and sends
-// them to out in batches. It returns a walk error or ctx's.
-func (s *Store) readLeaf(ctx context.Context, l leafDir, out chan<- readBatch) error {
+// readLeaf reads the live records in the leaf shard directory path and
+// sends them to out in batches. It returns a walk error or ctx's.
+func (s *Store) readLeaf(ctx context.Context, path string, out chan<- readBatch) error {
 	var b readBatch
 	var size int
 	send := func(dir) error {
@@ -141,7 +140,7 @@ func (s *Store) readLeaf(ctx context.Context, l leafDir, out chan<- readBatch) e
 			return ctx.Err()
 		}
 	}
-	return s.walkLeaf(ctx, l.path, l.level, eachName(func(d dir, name string) error {
+	return s.walkLeaf(ctx, path, s.layout.levels, eachName(func(d dir, name string) error {
 		if !isRecordName(name) {
 			return nil
 		}

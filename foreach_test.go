@@ -54,8 +54,7 @@ func TestForEachReadsAheadBoundedly(t *testing.T) {
 		scanned = len(ffs.calls)
 		return k
 	}
-	readers := min(max(runtime.GOMAXPROCS(0), 2), maxReaders)
-	ahead := (2*readers + 1) * readBatchRecords
+	ahead := (2*s.readers() + 1) * readBatchRecords
 	ffs.arm(0, false, 0)
 	defer ffs.disarm()
 	calls, most := 0, 0

@@ -27,8 +27,8 @@ const readDirBatch = 512
 // skipped. Memory stays bounded by a batch, not by the shard. An error of
 // batch or done stops the walk and is returned as it is.
 func (s *Store) walk(ctx context.Context, batch func(d dir, names []string) error, done func(d dir) error) error {
-	return s.walkLeaves(ctx, s.data, 0, func(path string, level int) error {
-		return s.walkLeaf(ctx, path, level, batch, done)
+	return s.walkLeaves(ctx, s.data, 0, func(path string) error {
+		return s.walkLeaf(ctx, path, s.layout.levels, batch, done)
 	})
 }
 
@@ -47,12 +47,12 @@ func eachName(fn func(d dir, name string) error) func(d dir, names []string) err
 // walkLeaves calls leaf with the path of every leaf shard directory below
 // path, which is level levels below the data directory, one at a time. It
 // skips the names walk skips, and returns leaf's first error as it is.
-func (s *Store) walkLeaves(ctx context.Context, path string, level int, leaf func(path string, level int) error) error {
+func (s *Store) walkLeaves(ctx context.Context, path string, level int, leaf func(path string) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if level == s.layout.levels {
-		return leaf(path, level)
+		return leaf(path)
 	}
 	d, ok, err := s.openWalked(path, level)
 	if !ok {
